@@ -1,0 +1,1 @@
+"""effdet_tf package."""
