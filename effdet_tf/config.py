@@ -1,0 +1,400 @@
+"""Experiment configuration: dataclasses loaded from YAML, with `--set key=value` overrides.
+
+Every run prints its whole configuration at the start and saves it beside its outputs,
+so a run folder says exactly how it was made. Values are type-checked on load: an
+unknown key or a value of the wrong type is a `ConfigError` naming the file and key.
+
+Example:
+    >>> cfg = load_config("configs/demo.yaml", ["train.epochs=3"])
+    >>> cfg.train.epochs
+    3
+"""
+import copy
+import dataclasses
+import os
+import types
+import typing
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import yaml
+
+from effdet_tf.errors import ConfigError
+
+
+@dataclasses.dataclass
+class DatasetConfig:
+    """One COCO-format dataset; it gets its own detection head, named after it.
+
+    Attributes:
+        name: head and dataset name (letters, digits, `_`).
+        root: dataset folder; relative paths are relative to the working directory.
+        annotations: annotation file below `root`; `{split}` becomes train/val/test.
+        images: image folder below `root`.
+        weight: sampling weight when datasets are mixed (equal weights by default).
+    """
+
+    name: str = ""
+    root: str = ""
+    annotations: str = "annotations/instances_{split}.json"
+    images: str = "images"
+    weight: float = 1.0
+
+    def paths(self, split: str) -> Tuple[str, str]:
+        """Returns `(annotation_file, image_dir)` of a split."""
+        ann = os.path.join(self.root, self.annotations.format(split=split))
+        return ann, os.path.join(self.root, self.images)
+
+
+@dataclasses.dataclass
+class DataConfig:
+    """Input pipeline settings.
+
+    Attributes:
+        datasets: the datasets, in head order (dataset id i is served by head i).
+        image_size: model input side in pixels (a multiple of 128 keeps P7 whole).
+        max_boxes: boxes kept per image (padded with -1).
+        one_dataset_per_batch: make every batch come from a single dataset.
+        on_corrupt: "fail" or "skip" for an image that cannot be decoded.
+        sample_data: folder where the embedded sample datasets are generated when
+            missing (the demo config uses it); empty to disable.
+    """
+
+    datasets: List[DatasetConfig] = dataclasses.field(default_factory=list)
+    image_size: int = 512
+    max_boxes: int = 100
+    one_dataset_per_batch: bool = False
+    on_corrupt: str = "fail"
+    sample_data: str = ""
+
+    @property
+    def sampling_weights(self) -> List[float]:
+        """Sampling weight of each dataset, in order."""
+        return [d.weight for d in self.datasets]
+
+
+@dataclasses.dataclass
+class AugmentConfig:
+    """YOLOv4 augmentation (yolov4.cfg `[net]` values by default); probabilities per image."""
+
+    mosaic: float = 0.5
+    cutmix: float = 0.3
+    mixup: float = 0.0
+    hue: float = 0.1
+    saturation: float = 1.5
+    exposure: float = 1.5
+    flip: float = 0.5
+    jitter: float = 0.3
+    min_visible: float = 0.25
+    min_box_size: float = 2.0
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    """Detector architecture (EfficientDet-D0 values by default)."""
+
+    backbone: str = "cspdarknet53"
+    fpn_channels: int = 64
+    fpn_cells: int = 3
+    head_layers: int = 3
+    freeze_backbone: bool = False
+    backbone_weights: Optional[str] = None
+    box_loss: str = "huber"
+    head_loss_weights: Optional[Dict[str, float]] = None
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Optimisation settings (EfficientDet recipe by default)."""
+
+    epochs: int = 30
+    batch_size: int = 16
+    steps_per_epoch: Optional[int] = None
+    optimizer: str = "sgd"
+    learning_rate: Optional[float] = None
+    momentum: float = 0.9
+    weight_decay: float = 4e-5
+    warmup_epochs: float = 1.0
+    clip_norm: float = 10.0
+    ema_decay: float = 0.0
+    mixed_precision: bool = False
+    jit_compile: bool = False
+    augment: bool = True
+    augment_on_device: bool = True
+    patience: int = 0
+    seed: int = 0
+    run_dir: str = "runs/{name}"
+    strategy: str = "default"
+
+
+@dataclasses.dataclass
+class EvalConfig:
+    """Detection post-processing and evaluation settings."""
+
+    split: str = "val"
+    score_threshold: float = 0.05
+    iou_threshold: float = 0.5
+    max_detections: int = 100
+    batch_size: int = 8
+    every_epochs: int = 0
+
+
+@dataclasses.dataclass
+class ExperimentConfig:
+    """A whole experiment: data, augmentation, model, training and evaluation."""
+
+    name: str = "experiment"
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+
+    @property
+    def head_names(self) -> List[str]:
+        """Head names, one per dataset, in dataset-id order."""
+        return [d.name for d in self.data.datasets]
+
+    @property
+    def run_path(self) -> str:
+        """The run folder with `{name}` filled in."""
+        return self.train.run_dir.format(name=self.name)
+
+
+_CHOICES = {
+    "data.on_corrupt": ("fail", "skip"),
+    "model.backbone": ("cspdarknet53",),
+    "model.box_loss": ("huber", "ciou"),
+    "train.optimizer": ("sgd", "adamw"),
+    "train.strategy": ("default", "mirrored", "tpu", "multiworker", "jax_data_parallel"),
+    "eval.split": ("train", "val", "test"),
+}
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce_container(value: Any, tp: Any, where: str) -> Any:
+    """Checks a list, dict or nested dataclass value against `tp`."""
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return _build(tp, value, where)
+    if typing.get_origin(tp) in (list, List):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        (item,) = typing.get_args(tp)
+        return [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+    _, val_tp = typing.get_args(tp)
+    return {str(k): _coerce(v, val_tp, f"{where}.{k}") for k, v in value.items()}
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Checks `value` against the type hint `tp`, converting where it is lossless."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        none_type = types.NoneType
+        if value is None and none_type in args:
+            return None
+        inner = [a for a in args if a is not none_type]
+        return _coerce(value, inner[0], where)
+    if dataclasses.is_dataclass(tp) or origin in (list, List, dict, Dict):
+        return _coerce_container(value, tp, where)
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is float and is_number:
+        return float(value)
+    if tp is float and isinstance(value, str):
+        try:  # YAML 1.1 reads `1e-3` (no dot) as a string
+            return float(value)
+        except ValueError:
+            pass
+    if tp is str and is_number:
+        return str(value)
+    if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
+        raise ConfigError(
+            f"{where}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _build(cls: Any, values: Dict[str, Any], where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise ConfigError(
+            f"unknown key '{prefix}{unknown[0]}' (known keys: {', '.join(sorted(known))})")
+    kwargs = {}
+    for key, value in values.items():
+        path = f"{where}.{key}" if where else key
+        kwargs[key] = _coerce(value, hints[key], path)
+        if path in _CHOICES and kwargs[key] not in _CHOICES[path]:
+            raise ConfigError(
+                f"{path}: {kwargs[key]!r} is not one of {', '.join(_CHOICES[path])}")
+    return cls(**kwargs)
+
+
+def _set_path(tree: Dict[str, Any], dotted: str, value: Any) -> None:
+    """Sets `a.b.0.c=value` in a nested dict/list tree, creating mappings as needed."""
+    parts = dotted.split(".")
+    node: Any = tree
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(f"--set {dotted}: '{part}' is not an index of that list")
+            if last:
+                node[int(part)] = value
+            else:
+                node = node[int(part)]
+            continue
+        if last:
+            node[part] = value
+        else:
+            node = node.setdefault(part, {})
+            if node is None:
+                raise ConfigError(f"--set {dotted}: '{part}' is empty, cannot set below it")
+
+
+def parse_overrides(overrides: Sequence[str]) -> List[Tuple[str, Any]]:
+    """Parses `key=value` strings; values are read as YAML (`3`, `true`, `[1, 2]`, `null`).
+
+    Args:
+        overrides: strings such as `train.epochs=3`.
+
+    Returns:
+        `(dotted_key, value)` pairs.
+
+    Raises:
+        ConfigError: an override has no `=` or an unreadable value.
+    """
+    pairs = []
+    for text in overrides:
+        key, sep, raw = text.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {text!r}: expected key=value, e.g. train.epochs=3")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as err:
+            raise ConfigError(f"--set {text!r}: value is not valid YAML ({err})") from err
+        pairs.append((key.strip(), value))
+    return pairs
+
+
+def config_from_dict(values: Dict[str, Any], overrides: Sequence[str] = (),
+                     source: str = "<dict>") -> ExperimentConfig:
+    """Builds and validates a config from a nested dict plus overrides.
+
+    Args:
+        values: nested mapping as read from YAML.
+        overrides: `key=value` strings applied on top.
+        source: name used in error messages (the file).
+
+    Returns:
+        The validated `ExperimentConfig`.
+
+    Raises:
+        ConfigError: unknown key, wrong type or invalid value, naming `source`.
+    """
+    tree = copy.deepcopy(dict(values or {}))
+    try:
+        for key, value in parse_overrides(overrides):
+            _set_path(tree, key, value)
+        cfg = _build(ExperimentConfig, tree, "")
+        _check(cfg)
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err}") from err
+    return cfg
+
+
+def _check(cfg: ExperimentConfig) -> None:
+    names = cfg.head_names
+    if not names:
+        raise ConfigError("data.datasets: at least one dataset is needed")
+    for i, dataset in enumerate(cfg.data.datasets):
+        if not dataset.name or not dataset.name.replace("_", "a").isalnum():
+            raise ConfigError(f"data.datasets[{i}].name: {dataset.name!r} must be letters, "
+                              "digits and '_'")
+        if not dataset.root:
+            raise ConfigError(f"data.datasets[{i}].root: empty")
+        if dataset.weight <= 0:
+            raise ConfigError(f"data.datasets[{i}].weight: must be > 0")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"data.datasets: names must be unique, got {names}")
+    weights = cfg.model.head_loss_weights or {}
+    extra = sorted(set(weights) - set(names))
+    if extra:
+        raise ConfigError(f"model.head_loss_weights: head '{extra[0]}' has no dataset "
+                          f"(datasets: {', '.join(names)})")
+    if cfg.data.image_size <= 0 or cfg.data.image_size % 128:
+        raise ConfigError(f"data.image_size: {cfg.data.image_size} must be a positive "
+                          "multiple of 128 (P7 is 1/128 of the input)")
+    for key in ("epochs", "batch_size"):
+        if getattr(cfg.train, key) <= 0:
+            raise ConfigError(f"train.{key}: must be > 0")
+
+
+def load_config(path: str, overrides: Sequence[str] = ()) -> ExperimentConfig:
+    """Loads a YAML config file and applies `--set` overrides.
+
+    Args:
+        path: YAML file.
+        overrides: `key=value` strings.
+
+    Returns:
+        The validated `ExperimentConfig`.
+
+    Raises:
+        ConfigError: the file is missing, is not YAML, or holds a bad key or value; the
+            message names the file.
+    """
+    if not os.path.isfile(path):
+        raise ConfigError(f"{path}: config file does not exist")
+    try:
+        with open(path, encoding="utf-8") as stream:
+            values = yaml.safe_load(stream)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise ConfigError(f"{path}: YAML syntax error{where}: {problem}") from err
+    if values is not None and not isinstance(values, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    return config_from_dict(values or {}, overrides, source=path)
+
+
+def config_to_dict(cfg: ExperimentConfig) -> Dict[str, Any]:
+    """Returns the config as plain nested dicts and lists (YAML-ready)."""
+    return dataclasses.asdict(cfg)
+
+
+def dump_config(cfg: ExperimentConfig) -> str:
+    """Returns the config as YAML text, in field order."""
+    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False, default_flow_style=False)
+
+
+def check_dataset_paths(cfg: ExperimentConfig, splits: Sequence[str] = ("train", "val")) -> None:
+    """Checks that every dataset folder, annotation file and image folder exists.
+
+    Args:
+        cfg: the experiment config.
+        splits: splits whose annotation files must exist.
+
+    Raises:
+        ConfigError: the first missing path, naming the dataset and the path.
+    """
+    for dataset in cfg.data.datasets:
+        if not os.path.isdir(dataset.root):
+            raise ConfigError(f"dataset '{dataset.name}': folder {dataset.root} does not exist "
+                              f"(set data.datasets.N.root)")
+        for split in splits:
+            ann, images = dataset.paths(split)
+            if not os.path.isfile(ann):
+                raise ConfigError(f"dataset '{dataset.name}': annotation file {ann} "
+                                  "does not exist")
+            if not os.path.isdir(images):
+                raise ConfigError(f"dataset '{dataset.name}': image folder {images} "
+                                  "does not exist")

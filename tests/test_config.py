@@ -1,0 +1,94 @@
+"""Tests of the YAML config system and of the CLIs' one-line errors."""
+import subprocess
+import sys
+
+import pytest
+
+from effdet_tf.config import (ExperimentConfig, config_from_dict, dump_config, load_config,
+                              check_dataset_paths)
+from effdet_tf.errors import ConfigError
+from tests.conftest import REPO_ROOT
+
+BASE = {"data": {"datasets": [{"name": "a", "root": "x"}, {"name": "b", "root": "y"}]}}
+
+
+def test_shipped_configs_load():
+    """Both shipped configs load, with one head per dataset."""
+    demo = load_config(str(REPO_ROOT / "configs/demo.yaml"))
+    real = load_config(str(REPO_ROOT / "configs/fruits_household.yaml"))
+    assert demo.head_names == ["shapes", "signs"]
+    assert real.head_names == ["fruits", "household"]
+    assert real.data.image_size == 512 and real.train.epochs == 30
+
+
+def test_overrides_types_and_lists():
+    """`--set` values are parsed as YAML, reach nested lists and are type-checked."""
+    cfg = config_from_dict(BASE, ["train.epochs=3", "data.datasets.1.root=/z",
+                                  "train.learning_rate=1e-3", "model.head_loss_weights={a: 2}",
+                                  "train.steps_per_epoch=null"])
+    assert cfg.train.epochs == 3 and cfg.data.datasets[1].root == "/z"
+    assert cfg.train.learning_rate == pytest.approx(1e-3)
+    assert cfg.model.head_loss_weights == {"a": 2.0}
+    assert cfg.data.sampling_weights == [1.0, 1.0]
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.epoch=3", "unknown key 'train.epoch'"),
+    ("train.epochs=three", "train.epochs: expected int, got str"),
+    ("train.mixed_precision=1", "train.mixed_precision: expected bool"),
+    ("model.box_loss=l1", "model.box_loss: 'l1' is not one of huber, ciou"),
+    ("data.image_size=500", "multiple of 128"),
+    ("model.head_loss_weights={c: 1}", "head 'c' has no dataset"),
+    ("data.datasets.5.root=q", "'5' is not an index"),
+    ("noequals", "expected key=value"),
+])
+def test_bad_values_name_the_key(override, message):
+    """Each bad value is a ConfigError naming the source and the key."""
+    with pytest.raises(ConfigError, match="cfg.yaml") as err:
+        config_from_dict(BASE, [override], source="cfg.yaml")
+    assert message in str(err.value)
+
+
+def test_duplicate_dataset_names():
+    """Two datasets with one name would give two heads of one name."""
+    with pytest.raises(ConfigError, match="unique"):
+        config_from_dict({"data": {"datasets": [{"name": "a", "root": "x"}] * 2}})
+
+
+def test_dump_round_trip(tmp_path):
+    """A dumped config loads back to an equal config."""
+    cfg = config_from_dict(BASE, ["train.epochs=7"])
+    path = tmp_path / "c.yaml"
+    path.write_text(dump_config(cfg), encoding="utf-8")
+    assert load_config(str(path)) == cfg
+    assert isinstance(cfg, ExperimentConfig)
+
+
+def test_missing_dataset_path(tmp_path):
+    """A missing dataset folder names the dataset and the folder."""
+    cfg = config_from_dict({"data": {"datasets": [{"name": "a", "root": str(tmp_path / "no")}]}})
+    with pytest.raises(ConfigError, match=r"dataset 'a': folder .*no does not exist"):
+        check_dataset_paths(cfg)
+
+
+@pytest.mark.parametrize("content, args, message", [
+    (None, [], "config file does not exist"),
+    ("data: [unclosed\n", [], "YAML syntax error at line"),
+    ("bogus: 1\n", [], "unknown key 'bogus'"),
+    ("data:\n  datasets:\n    - {name: a, root: /nonexistent/a}\n", [],
+     "dataset 'a': folder /nonexistent/a does not exist"),
+])
+def test_fit_cli_bad_input_is_one_line_exit_2(tmp_path, content, args, message):
+    """train.fit reports a bad config in one line on stderr with exit code 2."""
+    path = tmp_path / "cfg.yaml"
+    if content is not None:
+        path.write_text(content, encoding="utf-8")
+    proc = subprocess.run([sys.executable, "-m", "train.fit", "--config", str(path), *args,
+                           "--set", f"train.run_dir={tmp_path}/run"],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+                          check=False)
+    assert proc.returncode == 2, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+    assert str(path) in lines[0] or "dataset 'a'" in lines[0]
+    assert "Traceback" not in proc.stderr

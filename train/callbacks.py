@@ -1,0 +1,92 @@
+"""Training callbacks: best/last checkpoints of the detector, and a NaN/Inf guard."""
+import math
+import os
+from typing import Optional
+
+import keras
+
+
+def atomic_save_weights(model: keras.Model, path: str) -> None:
+    """Saves weights to `path` through a temporary file, so a crash never leaves half a file.
+
+    Args:
+        model: model whose weights are saved.
+        path: destination ending in `.weights.h5`.
+    """
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = path[: -len(".weights.h5")] + ".tmp.weights.h5"
+    model.save_weights(tmp, overwrite=True)
+    os.replace(tmp, path)
+
+
+class DetectorCheckpoint(keras.callbacks.Callback):
+    """Writes `last.weights.h5` every epoch and `best.weights.h5` when `monitor` improves.
+
+    Only the detector's weights are written (what predict and export need); the
+    optimizer state for resuming lives in the BackupAndRestore folder.
+
+    Args:
+        detector: the detector inside the trainer.
+        folder: checkpoint folder.
+        monitor: log key to minimise (falls back to `loss` when absent).
+    """
+
+    def __init__(self, detector: keras.Model, folder: str, monitor: str = "val_loss"):
+        super().__init__()
+        self.detector = detector
+        self.folder = folder
+        self.monitor = monitor
+        self.best = math.inf
+        self.best_epoch: Optional[int] = None
+
+    @property
+    def last_path(self) -> str:
+        """Path of the last checkpoint."""
+        return os.path.join(self.folder, "last.weights.h5")
+
+    @property
+    def best_path(self) -> str:
+        """Path of the best checkpoint."""
+        return os.path.join(self.folder, "best.weights.h5")
+
+    def on_epoch_end(self, epoch, logs=None):
+        """Saves last, and best when the monitored value improved."""
+        logs = logs or {}
+        atomic_save_weights(self.detector, self.last_path)
+        value = logs.get(self.monitor, logs.get("loss"))
+        if value is not None and math.isfinite(float(value)) and float(value) < self.best:
+            self.best = float(value)
+            self.best_epoch = epoch + 1
+            atomic_save_weights(self.detector, self.best_path)
+
+
+class NanGuard(keras.callbacks.Callback):
+    """Stops training at the first non-finite loss and says at which step.
+
+    Args:
+        steps_per_epoch: steps in one epoch (to report a global step number).
+        last_good: path of the last good checkpoint, reported in the message.
+    """
+
+    def __init__(self, steps_per_epoch: int, last_good: str):
+        super().__init__()
+        self.steps_per_epoch = steps_per_epoch
+        self.last_good = last_good
+        self.epoch = 0
+        self.failure: Optional[str] = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        """Remembers the epoch number."""
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        """Checks the running loss and every per-head loss."""
+        logs = logs or {}
+        bad = {k: v for k, v in logs.items()
+               if k.endswith("loss") and not math.isfinite(float(v))}
+        if bad:
+            step = self.epoch * self.steps_per_epoch + batch + 1
+            kept = self.last_good if os.path.exists(self.last_good) else "none yet"
+            self.failure = (f"non-finite loss at step {step} (epoch {self.epoch + 1}, batch "
+                            f"{batch + 1}): {bad}; last good checkpoint kept: {kept}")
+            self.model.stop_training = True

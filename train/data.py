@@ -1,0 +1,98 @@
+"""Datasets for training and evaluation, built from an experiment config."""
+import json
+import math
+from typing import Any, Dict, List, Optional, Tuple
+
+import tensorflow as tf
+
+from data_pipelines import pipeline
+from data_pipelines.augment import YoloV4Augment
+from data_pipelines.coco import CocoSource
+from effdet_tf.config import DatasetConfig, ExperimentConfig
+from effdet_tf.errors import DataError
+from train.trainer import split_batch
+
+
+def class_info(dataset: DatasetConfig, split: str = "train") -> Dict[str, List[Any]]:
+    """Class names and COCO category ids of a dataset, in the head's output order.
+
+    Args:
+        dataset: the dataset config.
+        split: split whose annotation file is read.
+
+    Returns:
+        `{"names": [...], "category_ids": [...]}`.
+    """
+    ann, images = dataset.paths(split)
+    source = CocoSource(dataset.name, ann, images)
+    return {"names": list(source.class_names), "category_ids": list(source.category_ids)}
+
+
+def count_images(dataset: DatasetConfig, split: str) -> int:
+    """Number of images listed in a split's annotation file.
+
+    Raises:
+        DataError: the file is not readable JSON with an `images` list.
+    """
+    ann, _ = dataset.paths(split)
+    try:
+        with open(ann, encoding="utf-8") as stream:
+            return len(json.load(stream)["images"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise DataError(f"{ann}: cannot count images ({err})") from err
+
+
+def steps_per_epoch(cfg: ExperimentConfig) -> int:
+    """Steps of one epoch: the configured value, or every training image once on average."""
+    if cfg.train.steps_per_epoch:
+        return int(cfg.train.steps_per_epoch)
+    total = sum(count_images(d, "train") for d in cfg.data.datasets)
+    return max(1, math.ceil(total / cfg.train.batch_size))
+
+
+def make_augmenter(cfg: ExperimentConfig) -> Optional[YoloV4Augment]:
+    """The YOLOv4 augmenter of the config, or None when augmentation is off."""
+    if not cfg.train.augment:
+        return None
+    return YoloV4Augment(cfg.data.image_size, **vars(cfg.augment))
+
+
+def make_train_dataset(cfg: ExperimentConfig, *, on_device: bool) -> tf.data.Dataset:
+    """Infinite training batches from every dataset, mixed with their ids.
+
+    Args:
+        cfg: the experiment config.
+        on_device: True when the train step augments (raw dict batches are returned);
+            False to augment in tf.data and return `(images, targets)` pairs.
+
+    Returns:
+        The batched dataset.
+    """
+    augmenter = None if on_device else make_augmenter(cfg)
+    dataset = pipeline.build_train_dataset(
+        cfg.data.datasets, image_size=cfg.data.image_size, max_boxes=cfg.data.max_boxes,
+        batch_size=cfg.train.batch_size, seed=cfg.train.seed,
+        weights=cfg.data.sampling_weights,
+        one_dataset_per_batch=cfg.data.one_dataset_per_batch, augmenter=augmenter,
+        on_corrupt=cfg.data.on_corrupt)
+    if on_device:
+        return dataset
+    return dataset.map(split_batch, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
+
+
+def eval_dataset(cfg: ExperimentConfig, dataset_id: int,
+                 split: str) -> Tuple[tf.data.Dataset, CocoSource]:
+    """Finite batches of one dataset's split, with the meta keys to map boxes back."""
+    return pipeline.build_eval_dataset(
+        cfg.data.datasets[dataset_id], dataset_id, split=split,
+        image_size=cfg.data.image_size, max_boxes=cfg.data.max_boxes,
+        batch_size=cfg.eval.batch_size)
+
+
+def make_val_dataset(cfg: ExperimentConfig, split: str = "val") -> tf.data.Dataset:
+    """Every dataset's split once, as `(images, targets)` pairs for the validation loss."""
+    parts = [eval_dataset(cfg, i, split)[0] for i in range(len(cfg.data.datasets))]
+    joined = parts[0]
+    for part in parts[1:]:
+        joined = joined.concatenate(part)
+    return joined.map(split_batch, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)

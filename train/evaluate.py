@@ -1,0 +1,142 @@
+"""COCO evaluation of every head on its own dataset: `python -m train.evaluate --run RUN`.
+
+Each head is scored only on the split of the dataset it was trained for, every image of
+that split counted (images with no detection included), with pycocotools.
+"""
+import argparse
+import json
+import os
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from effdet_tf.cli import run_cli
+from effdet_tf.config import ExperimentConfig, check_dataset_paths
+from train.coco_eval import evaluate_detections
+from train.data import eval_dataset
+
+TABLE_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR100")
+
+
+def to_original_xywh(boxes: np.ndarray, scale: float, pad: np.ndarray,
+                     orig_size: np.ndarray) -> np.ndarray:
+    """Maps xyxy boxes of the letterboxed frame to COCO xywh in original image pixels.
+
+    Args:
+        boxes: `[K, 4]` xyxy in model pixels.
+        scale: letterbox scale of the image.
+        pad: `[2]` letterbox offset (x, y).
+        orig_size: `[2]` original (height, width).
+
+    Returns:
+        `[K, 4]` boxes `[x, y, w, h]` clipped to the original image.
+    """
+    xyxy = (boxes - np.array([pad[0], pad[1], pad[0], pad[1]])) / scale
+    height, width = float(orig_size[0]), float(orig_size[1])
+    xyxy = np.clip(xyxy, 0.0, [width, height, width, height])
+    return np.concatenate([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]], axis=1)
+
+
+def predict_head(detector: Any, cfg: ExperimentConfig, dataset_id: int, split: str,
+                 category_ids: List[int]) -> List[Dict[str, Any]]:
+    """Runs the detector over one dataset's split; returns COCO-style detections of its head.
+
+    Args:
+        detector: the detector.
+        cfg: the experiment config.
+        dataset_id: index of the dataset (and head).
+        split: "train", "val" or "test".
+        category_ids: COCO category id of each class index of the head.
+
+    Returns:
+        Detections `{image_id, category_id, bbox, score}` in original pixels.
+    """
+    from effdet_tf import nms_tf  # pylint: disable=import-outside-toplevel  # TF-only module
+
+    head = cfg.head_names[dataset_id]
+    dataset, source = eval_dataset(cfg, dataset_id, split)
+    detections: List[Dict[str, Any]] = []
+    total = len(source.image_ids)
+    with tqdm(total=total, desc=f"eval {head}/{split}", unit="img", leave=False) as bar:
+        for batch in dataset:
+            out = nms_tf.detect(detector, batch["images"],
+                                score_threshold=cfg.eval.score_threshold,
+                                iou_threshold=cfg.eval.iou_threshold,
+                                max_detections=cfg.eval.max_detections)[head]
+            out = {k: np.asarray(v) for k, v in out.items()}
+            meta = {k: batch[k].numpy() for k in ("image_id", "scale", "pad", "orig_size")}
+            for b in range(len(meta["image_id"])):
+                count = int(out["num_detections"][b])
+                xywh = to_original_xywh(out["boxes"][b, :count], float(meta["scale"][b]),
+                                        meta["pad"][b], meta["orig_size"][b])
+                for box, score, cls in zip(xywh, out["scores"][b, :count],
+                                           out["classes"][b, :count]):
+                    detections.append({"image_id": int(meta["image_id"][b]),
+                                       "category_id": int(category_ids[int(cls)]),
+                                       "bbox": [round(float(v), 2) for v in box],
+                                       "score": round(float(score), 5)})
+            bar.update(len(meta["image_id"]))
+    return detections
+
+
+def evaluate_model(detector: Any, cfg: ExperimentConfig, classes: Dict[str, Dict[str, Any]],
+                   *, split: str = "test", out_dir: Optional[str] = None) -> Dict[str, Any]:
+    """COCO metrics of every head on its own dataset's split.
+
+    Args:
+        detector: the detector.
+        cfg: the experiment config.
+        classes: per-head `{"names", "category_ids"}`.
+        split: split to evaluate.
+        out_dir: where PNGs and `metrics_<split>.json` go (nothing written when None).
+
+    Returns:
+        `{head: metrics}` (see `train.coco_eval.evaluate_detections`).
+    """
+    results: Dict[str, Any] = {}
+    for i, head in enumerate(cfg.head_names):
+        detections = predict_head(detector, cfg, i, split, classes[head]["category_ids"])
+        _, source = eval_dataset(cfg, i, split)
+        results[head] = evaluate_detections(
+            source.coco, detections, class_names=classes[head]["names"],
+            category_ids=classes[head]["category_ids"], out_dir=out_dir,
+            prefix=f"{head}_{split}_")
+    if out_dir:
+        os.makedirs(out_dir, exist_ok=True)
+        with open(os.path.join(out_dir, f"metrics_{split}.json"), "w",
+                  encoding="utf-8") as stream:
+            json.dump({h: {k: v for k, v in m.items() if k != "summary"}
+                       for h, m in results.items()}, stream, indent=1)
+    return results
+
+
+def format_table(results: Dict[str, Any], split: str) -> str:
+    """A fixed-width table of the main COCO metrics, one row per head."""
+    header = f"{'head':<14}" + "".join(f"{k:>8}" for k in TABLE_KEYS) + f"{'images':>8}"
+    rows = [f"COCO metrics on each head's own {split} split", header]
+    for head, metrics in results.items():
+        rows.append(f"{head:<14}" + "".join(f"{metrics[k]:>8.3f}" for k in TABLE_KEYS)
+                    + f"{metrics.get('num_images', 0):>8}")
+    return "\n".join(rows)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """CLI entry point."""
+    parser = argparse.ArgumentParser(prog="python -m train.evaluate", description=__doc__)
+    parser.add_argument("--run", required=True, help="run folder written by train.fit")
+    parser.add_argument("--split", default="test", choices=("train", "val", "test"))
+    parser.add_argument("--weights", default="best", choices=("best", "last", "final"))
+    args = parser.parse_args(argv)
+    from train.run_dir import load_run  # pylint: disable=import-outside-toplevel  # heavy
+    cfg, detector, classes = load_run(args.run, weights=args.weights)
+    check_dataset_paths(cfg, splits=(args.split,))
+    out_dir = os.path.join(args.run, f"eval_{args.split}")
+    results = evaluate_model(detector, cfg, classes, split=args.split, out_dir=out_dir)
+    print(format_table(results, args.split))
+    print(f"plots and metrics_{args.split}.json in {out_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

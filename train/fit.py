@@ -1,0 +1,163 @@
+"""Train the multi-head detector: `python -m train.fit --config CONFIG [--set key=value ...]`.
+
+One run folder holds everything: the config, class table, CSV and TensorBoard logs,
+best and last checkpoints, the backup used to resume after an interruption, the final
+model, the learning-curve PNG and the per-head COCO metrics on the test split.
+Running the same command again resumes an interrupted run from its last backup.
+"""
+import argparse
+import json
+import os
+import time
+from typing import Any, Dict, Optional, Sequence
+
+from effdet_tf.cli import run_cli
+from effdet_tf.config import ExperimentConfig, check_dataset_paths, dump_config, load_config
+from effdet_tf.errors import EffdetError
+
+DEFAULT_CONFIG = "configs/demo.yaml"
+
+
+class TrainingError(EffdetError):
+    """Training stopped on a non-finite loss."""
+
+
+def _optimizer(cfg: ExperimentConfig, total_steps: int, steps_per_epoch: int):
+    import keras  # pylint: disable=import-outside-toplevel  # keep `--help` fast
+
+    from train.schedules import WarmupCosine  # pylint: disable=import-outside-toplevel
+
+    base = cfg.train.learning_rate
+    if base is None:
+        base = 0.08 * cfg.train.batch_size / 64 if cfg.train.optimizer == "sgd" else 1e-3
+    schedule = WarmupCosine(base_lr=base, total_steps=total_steps,
+                            warmup_steps=int(cfg.train.warmup_epochs * steps_per_epoch))
+    common = {"learning_rate": schedule,
+              "global_clipnorm": cfg.train.clip_norm or None,
+              "use_ema": cfg.train.ema_decay > 0,
+              "ema_momentum": cfg.train.ema_decay or 0.99}
+    if cfg.train.optimizer == "adamw":
+        return keras.optimizers.AdamW(weight_decay=cfg.train.weight_decay, **common)
+    return keras.optimizers.SGD(momentum=cfg.train.momentum,
+                                weight_decay=cfg.train.weight_decay or None, **common)
+
+
+def prepare_data(cfg: ExperimentConfig) -> None:
+    """Generates the embedded sample datasets when the config asks, then checks paths."""
+    if cfg.data.sample_data:
+        from data_pipelines.sample_data import ensure_sample_data  # pylint: disable=import-outside-toplevel
+        ensure_sample_data(cfg.data.sample_data, seed=0)
+    check_dataset_paths(cfg, splits=("train", "val", "test"))
+
+
+def run_training(cfg: ExperimentConfig, *, overwrite: bool = False, evaluate: bool = True,
+                 verbose: int = 1) -> Dict[str, Any]:
+    """Trains a config end to end and evaluates every head on its test split.
+
+    Args:
+        cfg: the experiment config.
+        overwrite: delete an existing run folder first.
+        evaluate: run COCO evaluation on the test split at the end.
+        verbose: Keras verbosity (1: progress bar, 2: one line per epoch, 0: quiet).
+
+    Returns:
+        `{"run": folder, "metrics": {head: ...}, "train_seconds", "images_per_second", ...}`.
+
+    Raises:
+        TrainingError: a non-finite loss stopped training.
+    """
+    # pylint: disable=import-outside-toplevel,too-many-locals  # heavy imports after arg checks
+    prepare_data(cfg)
+    import keras
+
+    from effdet_tf import build_detector
+    from train import callbacks as cbs
+    from train import data as data_lib
+    from train.evaluate import evaluate_model, format_table
+    from train.plots import plot_learning_curves
+    from train.run_dir import MODEL_FILE, prepare_run_dir, write_classes
+    from train.trainer import DetectorTrainer
+
+    run, resuming = prepare_run_dir(cfg, overwrite=overwrite)
+    print(f"run folder: {run}{' (resuming)' if resuming else ''}")
+    print("config:\n" + dump_config(cfg))
+    keras.utils.set_random_seed(cfg.train.seed)
+    if cfg.train.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    classes = {d.name: data_lib.class_info(d) for d in cfg.data.datasets}
+    write_classes(run, classes)
+    detector = build_detector(
+        heads={name: len(info["names"]) for name, info in classes.items()},
+        image_size=cfg.data.image_size, backbone=cfg.model.backbone,
+        freeze_backbone=cfg.model.freeze_backbone, backbone_weights=cfg.model.backbone_weights,
+        fpn_channels=cfg.model.fpn_channels, fpn_cells=cfg.model.fpn_cells,
+        head_layers=cfg.model.head_layers, head_loss_weights=cfg.model.head_loss_weights,
+        box_loss=cfg.model.box_loss)
+    on_device = keras.backend.backend() == "tensorflow" and cfg.train.augment_on_device
+    trainer = DetectorTrainer(detector, augmenter=data_lib.make_augmenter(cfg) if on_device
+                              else None, seed=cfg.train.seed)
+    steps = data_lib.steps_per_epoch(cfg)
+    trainer.compile(optimizer=_optimizer(cfg, steps * cfg.train.epochs, steps),
+                    jit_compile=cfg.train.jit_compile)
+    size = cfg.data.image_size
+    trainer(keras.ops.zeros((1, size, size, 3)))
+    ckpt = cbs.DetectorCheckpoint(detector, os.path.join(run, "checkpoints"))
+    guard = cbs.NanGuard(steps, ckpt.last_path)
+    callbacks = [
+        keras.callbacks.BackupAndRestore(os.path.join(run, "backup"), double_checkpoint=True,
+                                         delete_checkpoint=False),
+        guard, ckpt,
+        keras.callbacks.CSVLogger(os.path.join(run, "log.csv"), append=resuming),
+        keras.callbacks.TensorBoard(os.path.join(run, "tensorboard"), write_graph=False),
+    ]
+    if cfg.train.patience > 0:
+        callbacks.append(keras.callbacks.EarlyStopping(patience=cfg.train.patience))
+    start = time.perf_counter()
+    history = trainer.fit(data_lib.make_train_dataset(cfg, on_device=on_device),
+                          epochs=cfg.train.epochs, steps_per_epoch=steps,
+                          validation_data=data_lib.make_val_dataset(cfg),
+                          callbacks=callbacks, verbose=verbose)
+    seconds = time.perf_counter() - start
+    if guard.failure:
+        raise TrainingError(guard.failure)
+    epochs_run = len(history.history.get("loss", []))
+    images_per_second = epochs_run * steps * cfg.train.batch_size / max(seconds, 1e-9)
+    detector.save(os.path.join(run, MODEL_FILE))
+    plot_learning_curves(os.path.join(run, "log.csv"), os.path.join(run, "plots",
+                                                                     "learning_curves.png"))
+    summary: Dict[str, Any] = {"run": run, "train_seconds": round(seconds, 1),
+                               "epochs_run": epochs_run, "steps_per_epoch": steps,
+                               "images_per_second": round(images_per_second, 2),
+                               "best_epoch": ckpt.best_epoch}
+    if evaluate:
+        metrics = evaluate_model(detector, cfg, classes, split="test",
+                                 out_dir=os.path.join(run, "eval_test"))
+        summary["metrics"] = {h: {k: v for k, v in m.items() if k != "summary"}
+                              for h, m in metrics.items()}
+        print(format_table(metrics, "test"))
+    with open(os.path.join(run, "summary.json"), "w", encoding="utf-8") as stream:
+        json.dump(summary, stream, indent=1)
+    print(f"trained {epochs_run} epochs in {seconds:.0f} s ({images_per_second:.1f} img/s); "
+          f"everything is in {run}")
+    return summary
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """CLI entry point."""
+    parser = argparse.ArgumentParser(prog="python -m train.fit", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default=DEFAULT_CONFIG,
+                        help=f"YAML experiment config (default: {DEFAULT_CONFIG})")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set train.epochs=3 (repeatable)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="delete an existing run folder instead of resuming it")
+    parser.add_argument("--quiet", action="store_true", help="one line per epoch")
+    args = parser.parse_args(argv)
+    cfg = load_config(args.config, args.set)
+    run_training(cfg, overwrite=args.overwrite, verbose=2 if args.quiet else 1)
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

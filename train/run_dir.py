@@ -1,0 +1,133 @@
+"""Run folders: create, resume or refuse; load a finished run for evaluation and export."""
+import json
+import os
+import shutil
+from typing import Any, Dict, Tuple
+
+import keras
+
+from effdet_tf.config import ExperimentConfig, config_to_dict, dump_config, load_config
+from effdet_tf.errors import ConfigError
+
+CONFIG_FILE = "config.yaml"
+CLASSES_FILE = "classes.json"
+MODEL_FILE = "model.keras"
+
+
+def _first_difference(old: Any, new: Any, path: str = "") -> str:
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in list(old) + [k for k in new if k not in old]:
+            diff = _first_difference(old.get(key), new.get(key), f"{path}.{key}".lstrip("."))
+            if diff:
+                return diff
+        return ""
+    return "" if old == new else f"{path}: {old!r} in the folder vs {new!r} now"
+
+
+def prepare_run_dir(cfg: ExperimentConfig, *, overwrite: bool = False) -> Tuple[str, bool]:
+    """Creates the run folder, or resumes one made by the same config.
+
+    A folder holding another config is refused (never overwritten silently); a
+    finished run is refused too. `overwrite=True` deletes the folder first.
+
+    Args:
+        cfg: the experiment config.
+        overwrite: start afresh even if the folder exists.
+
+    Returns:
+        `(run_dir, resuming)`.
+
+    Raises:
+        ConfigError: the folder exists and cannot be resumed.
+    """
+    run = cfg.run_path
+    cfg_file = os.path.join(run, CONFIG_FILE)
+    if os.path.exists(run) and overwrite:
+        shutil.rmtree(run)
+    if os.path.isdir(run) and os.listdir(run):
+        if not os.path.isfile(cfg_file):
+            raise ConfigError(f"{run} exists and is not a run folder (no {CONFIG_FILE}); "
+                              "use --overwrite or another train.run_dir")
+        old = config_to_dict(load_config(cfg_file))
+        diff = _first_difference(old, config_to_dict(cfg))
+        if diff:
+            raise ConfigError(f"{run} holds a run with another config ({diff}); "
+                              "use --overwrite or another train.run_dir")
+        if os.path.isfile(os.path.join(run, MODEL_FILE)):
+            raise ConfigError(f"{run} holds a finished run; use --overwrite to train again "
+                              "or another train.run_dir")
+        return run, True
+    os.makedirs(run, exist_ok=True)
+    with open(cfg_file, "w", encoding="utf-8") as stream:
+        stream.write(dump_config(cfg))
+    return run, False
+
+
+def write_classes(run: str, classes: Dict[str, Dict[str, Any]]) -> None:
+    """Writes `classes.json`: per head, class names and COCO category ids in output order."""
+    with open(os.path.join(run, CLASSES_FILE), "w", encoding="utf-8") as stream:
+        json.dump(classes, stream, indent=1)
+
+
+def load_run(run: str, *, weights: str = "best") -> Tuple[ExperimentConfig, keras.Model,
+                                                          Dict[str, Dict[str, Any]]]:
+    """Loads a run's config, detector and class table.
+
+    The detector is rebuilt from the config and given `checkpoints/<weights>.weights.h5`
+    (falling back to `last`), or loaded from `model.keras` when `weights="final"`.
+
+    Args:
+        run: the run folder.
+        weights: "best", "last" or "final".
+
+    Returns:
+        `(config, detector, classes)`.
+
+    Raises:
+        ConfigError: the folder has no config, classes or weights.
+    """
+    from effdet_tf import build_detector  # pylint: disable=import-outside-toplevel  # heavy
+
+    cfg_file = os.path.join(run, CONFIG_FILE)
+    if not os.path.isfile(cfg_file):
+        raise ConfigError(f"{run}: not a run folder ({CONFIG_FILE} missing)")
+    cfg = load_config(cfg_file)
+    classes_file = os.path.join(run, CLASSES_FILE)
+    if not os.path.isfile(classes_file):
+        raise ConfigError(f"{run}: {CLASSES_FILE} missing (the run never started training)")
+    with open(classes_file, encoding="utf-8") as stream:
+        classes = json.load(stream)
+    model_file = os.path.join(run, MODEL_FILE)
+    if weights == "final":
+        if not os.path.isfile(model_file):
+            raise ConfigError(f"{run}: {MODEL_FILE} missing (training did not finish)")
+        return cfg, keras.saving.load_model(model_file), classes
+    candidates = [os.path.join(run, "checkpoints", f"{name}.weights.h5")
+                  for name in (weights, "last")]
+    found = [c for c in candidates if os.path.isfile(c)]
+    if not found:
+        raise ConfigError(f"{run}: no model weights (looked for {', '.join(candidates)})")
+    detector = build_detector_from_config(cfg, classes, build_detector)
+    detector.load_weights(found[0])
+    return cfg, detector, classes
+
+
+def build_detector_from_config(cfg: ExperimentConfig, classes: Dict[str, Dict[str, Any]],
+                               builder: Any = None) -> keras.Model:
+    """Builds the detector a config describes (no backbone weights loaded).
+
+    Args:
+        cfg: the experiment config.
+        classes: per-head class table (its lengths give each head's class count).
+        builder: `effdet_tf.build_detector` (passed in to keep imports light).
+
+    Returns:
+        The detector.
+    """
+    if builder is None:
+        from effdet_tf import build_detector as builder  # pylint: disable=import-outside-toplevel
+    heads = {name: len(classes[name]["names"]) for name in cfg.head_names}
+    return builder(heads=heads, image_size=cfg.data.image_size, backbone=cfg.model.backbone,
+                   fpn_channels=cfg.model.fpn_channels, fpn_cells=cfg.model.fpn_cells,
+                   head_layers=cfg.model.head_layers,
+                   head_loss_weights=cfg.model.head_loss_weights, box_loss=cfg.model.box_loss)
