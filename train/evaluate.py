@@ -58,7 +58,7 @@ def predict_head(detector: Any, cfg: ExperimentConfig, dataset_id: int, split: s
     dataset, source = eval_dataset(cfg, dataset_id, split)
     detections: List[Dict[str, Any]] = []
     total = len(source.image_ids)
-    with tqdm(total=total, desc=f"eval {head}/{split}", unit="img", leave=False) as bar:
+    with tqdm(total=total, desc=f"eval {head}/{split}", unit="img", leave=False) as progress:
         for batch in dataset:
             out = nms_tf.detect(detector, batch["images"],
                                 score_threshold=cfg.eval.score_threshold,
@@ -76,7 +76,7 @@ def predict_head(detector: Any, cfg: ExperimentConfig, dataset_id: int, split: s
                                        "category_id": int(category_ids[int(cls)]),
                                        "bbox": [round(float(v), 2) for v in box],
                                        "score": round(float(score), 5)})
-            bar.update(len(meta["image_id"]))
+            progress.update(len(meta["image_id"]))
     return detections
 
 

@@ -1,0 +1,85 @@
+"""Unit tests of the training package's pure parts: schedule, run folders, comparison table."""
+import numpy as np
+import pytest
+
+from effdet_tf.config import config_from_dict
+from effdet_tf.errors import ConfigError
+from train.compare import markdown, summarise, variant
+from train.evaluate import to_original_xywh
+from train.run_dir import prepare_run_dir
+from train.schedules import WarmupCosine
+
+
+def _cfg(tmp_path, *overrides):
+    base = {"data": {"datasets": [{"name": "a", "root": "x"}, {"name": "b", "root": "y"}]},
+            "train": {"run_dir": str(tmp_path / "{name}")}}
+    return config_from_dict(base, list(overrides))
+
+
+def test_warmup_cosine_shape():
+    """Warm-up rises linearly to the base rate, then cosine decays to the final rate."""
+    sched = WarmupCosine(base_lr=0.1, total_steps=100, warmup_steps=10, warmup_factor=0.1)
+    values = [float(sched(s)) for s in (0, 5, 10, 55, 100)]
+    assert values[0] == pytest.approx(0.01)
+    assert values[1] == pytest.approx(0.055)
+    assert values[2] == pytest.approx(0.1)
+    assert values[3] == pytest.approx(0.05, abs=1e-6)
+    assert values[4] == pytest.approx(0.0, abs=1e-7)
+    assert WarmupCosine(**sched.get_config()).get_config() == sched.get_config()
+
+
+def test_run_dir_resume_refuse_overwrite(tmp_path):
+    """Same config resumes; another config or a finished run is refused; overwrite restarts."""
+    cfg = _cfg(tmp_path)
+    run, resuming = prepare_run_dir(cfg)
+    assert not resuming
+    (tmp_path / "experiment" / "log.csv").write_text("x", encoding="utf-8")
+    assert prepare_run_dir(cfg) == (run, True)
+    with pytest.raises(ConfigError, match=r"another config \(train.epochs: 30 in the folder"):
+        prepare_run_dir(_cfg(tmp_path, "train.epochs=5"))
+    (tmp_path / "experiment" / "model.keras").write_text("x", encoding="utf-8")
+    with pytest.raises(ConfigError, match="finished run"):
+        prepare_run_dir(cfg)
+    assert prepare_run_dir(_cfg(tmp_path, "train.epochs=5"), overwrite=True) == (run, False)
+    assert not (tmp_path / "experiment" / "log.csv").exists()
+
+
+def test_run_dir_refuses_foreign_folder(tmp_path):
+    """A non-empty folder that is not a run is never written into."""
+    (tmp_path / "experiment").mkdir()
+    (tmp_path / "experiment" / "notes.txt").write_text("mine", encoding="utf-8")
+    with pytest.raises(ConfigError, match="not a run folder"):
+        prepare_run_dir(_cfg(tmp_path))
+
+
+def test_to_original_xywh():
+    """Letterboxed boxes map back to the original frame and are clipped to it."""
+    boxes = np.array([[10.0, 20.0, 50.0, 60.0], [0.0, 0.0, 300.0, 300.0]])
+    out = to_original_xywh(boxes, 0.5, np.array([4.0, 0.0]), np.array([400, 500]))
+    np.testing.assert_allclose(out[0], [12.0, 40.0, 80.0, 80.0])
+    np.testing.assert_allclose(out[1], [0.0, 0.0, 500.0, 400.0])
+
+
+def test_variant_restricts_heads(tmp_path):
+    """A single-head variant keeps one dataset, its loss weight, and its own run folder."""
+    cfg = _cfg(tmp_path, "model.head_loss_weights={a: 2, b: 1}")
+    single = variant(cfg, datasets=[1], seed=3, out_dir=str(tmp_path), label="single_b")
+    assert single.head_names == ["b"] and single.model.head_loss_weights == {"b": 1.0}
+    assert single.train.seed == 3 and single.run_path == str(tmp_path / "single_b_s3")
+    assert cfg.head_names == ["a", "b"]
+
+
+def _run(ap_a, ap_b):
+    return {"metrics": {"a": {"AP": ap_a, "AP50": ap_a + 0.2},
+                        "b": {"AP": ap_b, "AP50": ap_b + 0.2}},
+            "params": 100, "forward_ms": 5.0}
+
+
+def test_summarise_verdict(tmp_path):
+    """The verdict compares the AP difference with the noise rule."""
+    results = {"two_head": [_run(0.50, 0.30)], "a": [_run(0.51, 0.0)], "b": [_run(0.0, 0.40)]}
+    table = summarise(results, ["a", "b"])
+    assert table["a"]["within_noise"] and not table["b"]["within_noise"]
+    assert table["b"]["diff_AP"] == pytest.approx(-0.10)
+    text = markdown(table, _cfg(tmp_path), [0])
+    assert "| a | 0.510 | 0.500 | -0.010 |" in text and "| no (" in text

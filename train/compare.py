@@ -1,0 +1,217 @@
+"""Two-head model vs one single-head model per dataset: `python -m train.compare --config C`.
+
+Trains the multi-head model of the config and, for each of its datasets, the same
+architecture with that dataset's head only: same epochs, seed, augmentation and
+optimiser settings. Each model is evaluated with COCO AP on each dataset's test split.
+Writes `comparison.md` (table with differences and a noise verdict), `comparison.png`
+(bar chart) and `comparison.json`. Finished runs are reused, so an interrupted
+comparison continues where it stopped.
+"""
+import argparse
+import copy
+import dataclasses
+import json
+import os
+import statistics
+import time
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from effdet_tf.cli import run_cli
+from effdet_tf.config import ExperimentConfig, load_config
+
+# |difference| under this AP is called "within noise" when only one seed was run.
+SINGLE_SEED_TOLERANCE = 0.02
+
+
+def variant(cfg: ExperimentConfig, *, datasets: Sequence[int], seed: int,
+            out_dir: str, label: str) -> ExperimentConfig:
+    """A copy of `cfg` restricted to some datasets, with its own seed and run folder.
+
+    Args:
+        cfg: the base config.
+        datasets: indices of the datasets kept (their heads).
+        seed: training seed.
+        out_dir: comparison folder; the run goes to `out_dir/<label>_s<seed>`.
+        label: run label ("two_head" or a dataset name).
+
+    Returns:
+        The new config.
+    """
+    new = copy.deepcopy(cfg)
+    new.data.datasets = [copy.deepcopy(cfg.data.datasets[i]) for i in datasets]
+    names = {d.name for d in new.data.datasets}
+    if new.model.head_loss_weights:
+        new.model.head_loss_weights = {k: v for k, v in new.model.head_loss_weights.items()
+                                       if k in names} or None
+    new.name = f"{label}_s{seed}"
+    new.train = dataclasses.replace(new.train, seed=seed,
+                                    run_dir=os.path.join(out_dir, "{name}"))
+    return new
+
+
+def forward_ms(model: Any, image_size: int, repeats: int = 10) -> float:
+    """Median CPU latency of one forward pass at batch 1, in milliseconds."""
+    images = np.zeros((1, image_size, image_size, 3), np.float32)
+    model.predict_on_batch(images)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        model.predict_on_batch(images)
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def train_or_reuse(cfg: ExperimentConfig, verbose: int) -> Dict[str, Any]:
+    """Trains a variant, or reads its summary when it already finished."""
+    from train.fit import run_training  # pylint: disable=import-outside-toplevel  # heavy
+    from train.run_dir import load_run  # pylint: disable=import-outside-toplevel
+
+    summary_file = os.path.join(cfg.run_path, "summary.json")
+    if os.path.isfile(summary_file):
+        with open(summary_file, encoding="utf-8") as stream:
+            summary = json.load(stream)
+        print(f"reusing finished run {cfg.run_path}")
+    else:
+        summary = run_training(cfg, verbose=verbose)
+    if "params" not in summary:
+        _, detector, _ = load_run(cfg.run_path, weights="final")
+        summary["params"] = int(detector.count_params())
+        summary["forward_ms"] = round(forward_ms(detector, cfg.data.image_size), 1)
+        with open(summary_file, "w", encoding="utf-8") as stream:
+            json.dump(summary, stream, indent=1)
+    return summary
+
+
+def _stats(values: List[float]) -> Dict[str, float]:
+    return {"mean": float(np.mean(values)),
+            "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0}
+
+
+def summarise(results: Dict[str, List[Dict[str, Any]]], heads: Sequence[str]) -> Dict[str, Any]:
+    """Per dataset: single-head and two-head AP/AP50 (mean, std over seeds) and verdict."""
+    table = {}
+    for head in heads:
+        row: Dict[str, Any] = {}
+        for kind, runs in (("single", results[head]), ("two_head", results["two_head"])):
+            for key in ("AP", "AP50"):
+                row[f"{kind}_{key}"] = _stats([r["metrics"][head][key] for r in runs])
+            row[f"{kind}_params"] = runs[0]["params"]
+            row[f"{kind}_ms"] = float(np.median([r["forward_ms"] for r in runs]))
+        diff = row["two_head_AP"]["mean"] - row["single_AP"]["mean"]
+        seeds = len(results[head])
+        if seeds > 1:
+            noise = 2 * max(row["two_head_AP"]["std"], row["single_AP"]["std"], 1e-3)
+            rule = f"|diff| <= 2 std over {seeds} seeds ({noise:.3f})"
+        else:
+            noise = SINGLE_SEED_TOLERANCE
+            rule = f"|diff| <= {noise} AP (one seed)"
+        row.update(diff_AP=diff, within_noise=abs(diff) <= noise, rule=rule,
+                   diff_AP50=row["two_head_AP50"]["mean"] - row["single_AP50"]["mean"])
+        table[head] = row
+    return table
+
+
+def markdown(table: Dict[str, Any], cfg: ExperimentConfig, seeds: Sequence[int]) -> str:
+    """The comparison as a markdown table with the verdict per dataset."""
+    def fmt(stat):
+        return f"{stat['mean']:.3f}" + (f" ± {stat['std']:.3f}" if len(seeds) > 1 else "")
+
+    lines = [f"Test-split COCO metrics, {cfg.train.epochs} epochs at {cfg.data.image_size} px, "
+             f"seeds {list(seeds)}, backbone weights: "
+             f"{cfg.model.backbone_weights or 'random init'}.", "",
+             "| dataset | single-head AP | two-head AP | diff AP | single-head AP50 | "
+             "two-head AP50 | diff AP50 | params single / two-head | ms single / two-head "
+             "(CPU, batch 1) | within noise? |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for head, row in table.items():
+        verdict = "yes" if row["within_noise"] else "no"
+        lines.append(
+            f"| {head} | {fmt(row['single_AP'])} | {fmt(row['two_head_AP'])} | "
+            f"{row['diff_AP']:+.3f} | {fmt(row['single_AP50'])} | {fmt(row['two_head_AP50'])} | "
+            f"{row['diff_AP50']:+.3f} | {row['single_params']:,} / {row['two_head_params']:,} | "
+            f"{row['single_ms']:.0f} / {row['two_head_ms']:.0f} | {verdict} ({row['rule']}) |")
+    return "\n".join(lines) + "\n"
+
+
+def bar_chart(table: Dict[str, Any], png: str) -> None:
+    """Grouped bars of AP and AP50, single-head vs two-head, per dataset."""
+    # pylint: disable=import-outside-toplevel  # matplotlib only for the chart
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    heads = list(table)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    xs = np.arange(len(heads))
+    for ax, key in zip(axes, ("AP", "AP50")):
+        for offset, kind, label in ((-0.2, "single", "single-head"),
+                                    (0.2, "two_head", "two-head")):
+            means = [table[h][f"{kind}_{key}"]["mean"] for h in heads]
+            stds = [table[h][f"{kind}_{key}"]["std"] for h in heads]
+            ax.bar(xs + offset, means, 0.4, yerr=stds, capsize=4, label=label)
+        ax.set_xticks(xs, heads)
+        ax.set_ylabel(f"test {key}")
+        ax.set_ylim(0, 1)
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend()
+    fig.suptitle("Two-head model vs single-head models (COCO, test splits)")
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+
+
+def run_comparison(cfg: ExperimentConfig, *, seeds: Sequence[int], out_dir: str,
+                   verbose: int = 2) -> Dict[str, Any]:
+    """Trains and evaluates all variants for all seeds; writes table, chart and JSON.
+
+    Args:
+        cfg: the multi-dataset config.
+        seeds: training seeds.
+        out_dir: comparison folder.
+        verbose: Keras verbosity for each training.
+
+    Returns:
+        The per-dataset comparison table.
+    """
+    heads = cfg.head_names
+    results: Dict[str, List[Dict[str, Any]]] = {"two_head": []}
+    for seed in seeds:
+        results["two_head"].append(train_or_reuse(variant(
+            cfg, datasets=range(len(heads)), seed=seed, out_dir=out_dir, label="two_head"),
+            verbose))
+        for i, head in enumerate(heads):
+            results.setdefault(head, []).append(train_or_reuse(variant(
+                cfg, datasets=[i], seed=seed, out_dir=out_dir, label=f"single_{head}"),
+                verbose))
+    table = summarise(results, heads)
+    text = markdown(table, cfg, seeds)
+    with open(os.path.join(out_dir, "comparison.md"), "w", encoding="utf-8") as stream:
+        stream.write(text)
+    with open(os.path.join(out_dir, "comparison.json"), "w", encoding="utf-8") as stream:
+        json.dump({"table": table, "runs": results}, stream, indent=1, default=str)
+    bar_chart(table, os.path.join(out_dir, "comparison.png"))
+    print(text)
+    return table
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """CLI entry point."""
+    parser = argparse.ArgumentParser(prog="python -m train.compare", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="multi-dataset YAML config")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--out", default=None, help="folder (default runs/compare_<name>)")
+    args = parser.parse_args(argv)
+    cfg = load_config(args.config, args.set)
+    out_dir = args.out or os.path.join("runs", f"compare_{cfg.name}")
+    os.makedirs(out_dir, exist_ok=True)
+    run_comparison(cfg, seeds=args.seeds, out_dir=out_dir)
+    print(f"comparison.md, comparison.png and comparison.json in {out_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
