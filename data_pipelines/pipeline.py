@@ -1,0 +1,135 @@
+"""Training and evaluation input pipelines built from dataset configs."""
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import tensorflow as tf
+
+from effdet_tf.errors import DataError
+from data_pipelines.coco import CocoSource
+from data_pipelines.mixing import mix_datasets
+from data_pipelines.validate import format_problems
+
+TRAIN_KEYS = ("images", "boxes", "classes", "dataset_id")
+Augmenter = Callable[[Dict[str, tf.Tensor], tf.Tensor], Dict[str, tf.Tensor]]
+
+
+def _paths(dataset: Any, split: str) -> Tuple[str, str]:
+    """`(annotation_file, image_dir)` of a dataset config's split."""
+    return dataset.paths(split)
+
+
+def build_sources(datasets: Sequence[Any], split: str, *, on_corrupt: str = "fail",
+                  validate: bool = True) -> List[CocoSource]:
+    """Opens one `CocoSource` per dataset config (dataset id = position) and validates all.
+
+    Args:
+        datasets: objects with `name` and `paths(split) -> (annotation_file, image_dir)`
+            (`effdet_tf.config.DatasetConfig`).
+        split: "train", "val" or "test".
+        on_corrupt: "fail" counts corrupt images as problems; "skip" tolerates them.
+        validate: check every json and image file up front.
+
+    Returns:
+        The sources, in order.
+
+    Raises:
+        DataError: one error listing every problem of every dataset.
+    """
+    sources, messages, failed = [], [], []
+    for i, dataset in enumerate(datasets):
+        ann, image_dir = _paths(dataset, split)
+        try:
+            source = CocoSource(dataset.name, ann, image_dir, dataset_id=i)
+        except DataError as err:
+            messages.append(str(err))
+            failed.append(ann)
+            continue
+        sources.append(source)
+        if validate:
+            problems = [p for p in source.problems(check_images=True)
+                        if p.kind == "error" or (p.kind == "corrupt" and on_corrupt == "fail")]
+            if problems:
+                messages.append(format_problems(problems, ann))
+                failed.append(ann)
+    if messages:
+        header = f"{len(failed)} of {len(datasets)} datasets have problems ({split} split)"
+        raise DataError("\n".join([header] + messages))
+    return sources
+
+
+def _select_train_keys(batch: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+    return {k: batch[k] for k in TRAIN_KEYS}
+
+
+def build_train_dataset(datasets: Sequence[Any], *, image_size: int, max_boxes: int,
+                        batch_size: int, seed: int, weights: Optional[Sequence[float]] = None,
+                        one_dataset_per_batch: bool = False,
+                        augmenter: Optional[Augmenter] = None, split: str = "train",
+                        on_corrupt: str = "fail", validate: bool = True) -> tf.data.Dataset:
+    """Infinite batched raw batches mixed from several COCO datasets.
+
+    Args:
+        datasets: dataset configs (`name`, `paths(split)`, optional `weight`).
+        image_size: model input side `S`.
+        max_boxes: box rows per image.
+        batch_size: examples per batch.
+        seed: seed of shuffling, dataset sampling and augmentation.
+        weights: sampling weight per dataset; when None, each config's `weight` attribute
+            (default 1.0, i.e. equal sampling whatever the sizes).
+        one_dataset_per_batch: every batch from a single dataset.
+        augmenter: `augmenter(batch, seed)` with an int32 `[2]` seed, mapped after batching;
+            the seed is `[seed, batch index]`, so runs repeat exactly.
+        split: split to read.
+        on_corrupt: "fail" or "skip".
+        validate: list the problems of every dataset in one error up front; when False,
+            each source still checks itself (and raises) as its pipeline is built.
+
+    Returns:
+        A dataset of dicts with `images`, `boxes`, `classes`, `dataset_id`.
+
+    Raises:
+        DataError: listing every problem of every dataset.
+    """
+    sources = build_sources(datasets, split, on_corrupt=on_corrupt, validate=validate)
+    if weights is None:
+        weights = [float(getattr(d, "weight", 1.0)) for d in datasets]
+    per_source = [
+        src.dataset(image_size, max_boxes, shuffle=True, seed=seed + 1000 * i, repeat=True,
+                    on_corrupt=on_corrupt).map(_select_train_keys)
+        for i, src in enumerate(sources)]
+    ds = mix_datasets(per_source, weights=weights, seed=seed, batch_size=batch_size,
+                      one_dataset_per_batch=one_dataset_per_batch)
+    if augmenter is not None:
+        base = tf.constant(seed % (2 ** 31), tf.int32)
+
+        def augment(index: tf.Tensor, batch: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+            step = tf.cast(index % (2 ** 31), tf.int32)
+            return _select_train_keys(augmenter(batch, tf.stack([base, step])))
+
+        ds = ds.enumerate().map(augment, num_parallel_calls=tf.data.AUTOTUNE,
+                                deterministic=True)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def build_eval_dataset(dataset: Any, dataset_id: int, *, split: str, image_size: int,
+                       max_boxes: int, batch_size: int) -> Tuple[tf.data.Dataset, CocoSource]:
+    """A finite, ordered evaluation pipeline of one dataset (every image once, with meta).
+
+    Args:
+        dataset: dataset config (`name`, `paths(split)`).
+        dataset_id: its index (head).
+        split: split to read.
+        image_size: model input side `S`.
+        max_boxes: box rows per image.
+        batch_size: examples per batch (the last batch may be smaller).
+
+    Returns:
+        `(dataset, source)`: batches with the meta keys `image_id`, `scale`, `pad`,
+        `orig_size`, and the `CocoSource` (ground truth for COCO evaluation).
+
+    Raises:
+        DataError: listing every problem of the dataset.
+    """
+    ann, image_dir = _paths(dataset, split)
+    source = CocoSource(dataset.name, ann, image_dir, dataset_id=dataset_id)
+    ds = source.dataset(image_size, max_boxes, shuffle=False, repeat=False, with_meta=True)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE), source

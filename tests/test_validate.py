@@ -1,0 +1,105 @@
+"""Tests of up-front validation: every problem listed, each naming the file and the id."""
+import os
+
+import numpy as np
+import pytest
+
+from effdet_tf.errors import DataError
+from data_pipelines.coco import CocoSource
+from data_pipelines.validate import raise_if_problems, validate_source
+from tests.test_coco_source import make_dataset, write_coco, write_image
+
+
+def _img(iid, name, w=40, h=30):
+    return {"id": iid, "file_name": name, "width": w, "height": h}
+
+
+def _ann(aid, iid, cat=3, bbox=(1, 1, 10, 10)):
+    return {"id": aid, "image_id": iid, "category_id": cat, "bbox": list(bbox)}
+
+
+def test_missing_keys_and_unreadable_json(tmp_path):
+    """Missing top-level keys are each reported; unreadable json raises DataError."""
+    bad = tmp_path / "a.json"
+    bad.write_text('{"images": []}', encoding="utf-8")
+    problems = validate_source(str(bad), str(tmp_path))
+    assert len(problems) == 2
+    assert all(str(bad) in p for p in problems)
+    assert any("'annotations'" in p for p in problems)
+    assert any("'categories'" in p for p in problems)
+    broken = tmp_path / "b.json"
+    broken.write_text("{not json", encoding="utf-8")
+    with pytest.raises(DataError, match="b.json: not readable as json"):
+        CocoSource("x", str(broken), str(tmp_path))
+    assert "not found" in validate_source(str(tmp_path / "none.json"), str(tmp_path))[0]
+
+
+def test_every_problem_listed_once(tmp_path):
+    """All problems of a broken dataset come in one error, each naming file and id."""
+    images_dir = tmp_path / "images"
+    for name in ("ok.jpg", "dup.jpg", "wrong_size.jpg"):
+        write_image(images_dir / name, 40, 30)
+    (images_dir / "corrupt.jpg").write_bytes(np.random.default_rng(0).bytes(500))
+    images = [_img(1, "ok.jpg"), _img(2, "dup.jpg"), _img(2, "dup.jpg"),
+              _img(3, "missing.jpg"), _img(4, "corrupt.jpg"), _img(5, "wrong_size.jpg", 50, 30)]
+    anns = [_ann(10, 1), _ann(11, 1, bbox=(1, 2, 3)), _ann(12, 1, cat=99),
+            _ann(13, 1, bbox=(1, 1, 0, 5)), _ann(14, 42), _ann(14, 1)]
+    ann_file = write_coco(tmp_path, images, anns)
+    src = CocoSource("bad", str(ann_file), str(images_dir))
+    with pytest.warns(UserWarning, match="image id 5: declared size 50x30"):
+        problems = src.validate()
+    expected = {"duplicate image id 2": "2", "annotation id 11: bbox": "11",
+                "annotation id 12 has unknown category id 99": "12",
+                "annotation id 13: bbox [1, 1, 0, 5] has zero": "13",
+                "annotation id 14 refers to unknown image id 42": "14",
+                "duplicate annotation id 14": "14", "image id 3: file": "missing.jpg",
+                "image id 4: file": "corrupt.jpg"}
+    assert len(problems) == len(expected), problems
+    for fragment, ident in expected.items():
+        hits = [p for p in problems if fragment in p]
+        assert hits, fragment
+        assert str(ann_file) in hits[0] and ident in hits[0]
+    with pytest.raises(DataError) as err:
+        src.check("fail")
+    lines = str(err.value).splitlines()
+    assert lines[0] == f"{len(expected)} problems in {ann_file}"
+    assert len(lines) == len(expected) + 1
+    with pytest.warns(UserWarning, match="image id 5: declared size"):
+        assert validate_source(str(ann_file), str(images_dir)) == problems
+
+
+def test_on_corrupt_skip_counts(tmp_path, capsys):
+    """A corrupt image fails the run, or is skipped and counted with on_corrupt='skip'."""
+    ann_file = make_dataset(tmp_path, 3)
+    os.remove(tmp_path / "images" / "img_2.jpg")
+    (tmp_path / "images" / "img_2.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    src = CocoSource("toy", str(ann_file), str(tmp_path / "images"))
+    problems = src.validate()
+    assert len(problems) == 1 and "image id 2" in problems[0] and "img_2.jpg" in problems[0]
+    with pytest.raises(DataError, match="1 problem in"):
+        src.dataset(32, 4)
+    ids = [int(ex["image_id"]) for ex in src.dataset(32, 4, on_corrupt="skip", with_meta=True)]
+    assert ids == [1, 3]
+    assert "skipped 1 corrupt image(s) of 3" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="on_corrupt"):
+        src.dataset(32, 4, on_corrupt="ignore")
+
+
+def test_truncated_jpeg_is_corrupt(tmp_path):
+    """A truncated JPEG is found by the up-front decode."""
+    ann_file = make_dataset(tmp_path, 1, size=(300, 200))
+    path = tmp_path / "images" / "img_1.jpg"
+    path.write_bytes(path.read_bytes()[:400])
+    problems = CocoSource("toy", str(ann_file), str(tmp_path / "images")).validate()
+    assert len(problems) == 1 and "img_1.jpg" in problems[0] and "image id 1" in problems[0]
+
+
+def test_raise_if_problems_is_quiet_when_clean(tmp_path):
+    """A clean dataset has no problems; a category without id is one."""
+    raise_if_problems([], "x.json")
+    ann_file = make_dataset(tmp_path, 2)
+    assert not validate_source(str(ann_file), str(tmp_path / "images"))
+    write_coco(tmp_path, [_img(1, "a.jpg")], [], categories=[{"name": "no id"}], split="val")
+    problems = validate_source(str(tmp_path / "annotations" / "instances_val.json"),
+                               str(tmp_path / "images"))
+    assert any("categories[0] has no integer id" in p for p in problems)
