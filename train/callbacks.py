@@ -1,6 +1,8 @@
 """Training callbacks: best/last checkpoints of the detector, and a NaN/Inf guard."""
 import math
 import os
+import statistics
+import time
 from typing import Optional
 
 import keras
@@ -90,3 +92,37 @@ class NanGuard(keras.callbacks.Callback):
             self.failure = (f"non-finite loss at step {step} (epoch {self.epoch + 1}, batch "
                             f"{batch + 1}): {bad}; last good checkpoint kept: {kept}")
             self.model.stop_training = True
+
+
+class Throughput(keras.callbacks.Callback):
+    """Measures training speed from step times, leaving out the first (compiling) steps.
+
+    Args:
+        batch_size: global batch size.
+        skip: steps ignored at the start of each `fit` call (graph tracing, warm-up).
+    """
+
+    def __init__(self, batch_size: int, skip: int = 2):
+        super().__init__()
+        self.batch_size = batch_size
+        self.skip = skip
+        self.step_seconds: list = []
+        self._seen = 0
+        self._start = 0.0
+
+    def on_train_batch_begin(self, batch, logs=None):
+        """Starts the step clock."""
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        """Records the step time once past the warm-up steps."""
+        self._seen += 1
+        if self._seen > self.skip:
+            self.step_seconds.append(time.perf_counter() - self._start)
+
+    @property
+    def images_per_second(self) -> float:
+        """Median-step throughput in images per second (0 before any timed step)."""
+        if not self.step_seconds:
+            return 0.0
+        return self.batch_size / statistics.median(self.step_seconds)

@@ -70,7 +70,7 @@ def run_training(cfg: ExperimentConfig, *, overwrite: bool = False, evaluate: bo
     prepare_data(cfg)
     import keras
 
-    from effdet_tf import build_detector
+    from effdet_tf.detector import build_detector
     from train import callbacks as cbs
     from train import data as data_lib
     from train.evaluate import evaluate_model, format_table
@@ -101,9 +101,12 @@ def run_training(cfg: ExperimentConfig, *, overwrite: bool = False, evaluate: bo
                     jit_compile=cfg.train.jit_compile)
     size = cfg.data.image_size
     trainer(keras.ops.zeros((1, size, size, 3)))
+    # Optimizer variables made before fit: TF then traces the train step once, not twice.
+    trainer.optimizer.build(trainer.trainable_variables)
     ckpt = cbs.DetectorCheckpoint(detector, os.path.join(run, "checkpoints"))
     guard = cbs.NanGuard(steps, ckpt.last_path)
-    callbacks = [
+    speed = cbs.Throughput(cfg.train.batch_size)
+    callbacks = [speed,
         keras.callbacks.BackupAndRestore(os.path.join(run, "backup"), double_checkpoint=True,
                                          delete_checkpoint=False),
         guard, ckpt,
@@ -121,7 +124,7 @@ def run_training(cfg: ExperimentConfig, *, overwrite: bool = False, evaluate: bo
     if guard.failure:
         raise TrainingError(guard.failure)
     epochs_run = len(history.history.get("loss", []))
-    images_per_second = epochs_run * steps * cfg.train.batch_size / max(seconds, 1e-9)
+    images_per_second = speed.images_per_second
     detector.save(os.path.join(run, MODEL_FILE))
     plot_learning_curves(os.path.join(run, "log.csv"), os.path.join(run, "plots",
                                                                      "learning_curves.png"))
@@ -137,8 +140,8 @@ def run_training(cfg: ExperimentConfig, *, overwrite: bool = False, evaluate: bo
         print(format_table(metrics, "test"))
     with open(os.path.join(run, "summary.json"), "w", encoding="utf-8") as stream:
         json.dump(summary, stream, indent=1)
-    print(f"trained {epochs_run} epochs in {seconds:.0f} s ({images_per_second:.1f} img/s); "
-          f"everything is in {run}")
+    print(f"trained {epochs_run} epochs in {seconds:.0f} s ({images_per_second:.1f} img/s "
+          f"after warm-up); everything is in {run}")
     return summary
 
 

@@ -86,7 +86,7 @@ def load_run(run: str, *, weights: str = "best") -> Tuple[ExperimentConfig, kera
     Raises:
         ConfigError: the folder has no config, classes or weights.
     """
-    from effdet_tf import build_detector  # pylint: disable=import-outside-toplevel  # heavy
+    from effdet_tf.detector import build_detector  # pylint: disable=import-outside-toplevel  # heavy
 
     cfg_file = os.path.join(run, CONFIG_FILE)
     if not os.path.isfile(cfg_file):
@@ -125,7 +125,7 @@ def build_detector_from_config(cfg: ExperimentConfig, classes: Dict[str, Dict[st
         The detector.
     """
     if builder is None:
-        from effdet_tf import build_detector as builder  # pylint: disable=import-outside-toplevel
+        from effdet_tf.detector import build_detector as builder  # pylint: disable=import-outside-toplevel
     heads = {name: len(classes[name]["names"]) for name in cfg.head_names}
     return builder(heads=heads, image_size=cfg.data.image_size, backbone=cfg.model.backbone,
                    fpn_channels=cfg.model.fpn_channels, fpn_cells=cfg.model.fpn_cells,
