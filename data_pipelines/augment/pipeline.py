@@ -1,0 +1,121 @@
+"""YoloV4Augment: the YOLOv4 augmentation chain on raw batches (tf.data or train_step)."""
+import tensorflow as tf
+
+from data_pipelines.augment import boxes as box_ops
+from data_pipelines.augment import rng
+from data_pipelines.augment.color import random_hsv
+from data_pipelines.augment.cutmix import random_cutmix, random_mixup
+from data_pipelines.augment.mosaic import random_mosaic
+
+
+class YoloV4Augment:
+    """Mosaic, darknet jitter, flip, CutMix, MixUp and HSV jitter on a raw batch.
+
+    Batched TensorFlow ops with stateless randomness: the same ``seed`` gives the same
+    result, the chain runs in ``tf.data`` (``map`` after ``batch``) and inside a
+    ``tf.function(jit_compile=True)`` train step. Partners for Mosaic, CutMix and MixUp
+    come only from examples of the same ``dataset_id``. After each geometric step boxes
+    are clipped, the degenerate or mostly hidden ones dropped, and the rest re-packed
+    (valid rows first, ``-1`` padding, at most ``M``).
+
+    Order: Mosaic/jitter/flip (one resampling pass), CutMix, MixUp, HSV.
+
+    Every op compiles under XLA, and by default (``jit_compile=True``) the chain is always
+    run as an XLA-compiled function, in eager code, in a ``tf.data`` map (XLA on the CPU
+    there) and nested in a compiled train step alike: on a 2-core CPU that is about 4x
+    the throughput of the same ops as a plain TensorFlow graph, which re-reads every
+    intermediate image from memory. The results are identical either way for a seed
+    (the random draws are made XLA-proof in ``rng``).
+
+    Args:
+        image_size: the image side ``S``.
+        mosaic: chance an example becomes a mosaic of four.
+        cutmix: chance an example gets a CutMix rectangle.
+        mixup: chance an example is blended with another.
+        hue: hue shift range (fraction of the hue circle).
+        saturation: saturation factor range ``[1/s, s]``.
+        exposure: value factor range ``[1/e, e]``.
+        flip: chance of a horizontal flip (per example, per mosaic tile).
+        jitter: darknet jitter (each side moved by up to ``jitter * S``).
+        min_visible: least fraction of a box's area that must stay visible.
+        min_box_size: least box width and height in pixels.
+        jit_compile: run the chain as an XLA-compiled function (False: plain TF ops).
+
+    Example:
+        >>> aug = YoloV4Augment(512)
+        >>> out = aug(batch, tf.constant([1, 2], tf.int32))
+    """
+
+    def __init__(self, image_size: int, *, mosaic: float = 0.5, cutmix: float = 0.3,
+                 mixup: float = 0.0, hue: float = 0.1, saturation: float = 1.5,
+                 exposure: float = 1.5, flip: float = 0.5, jitter: float = 0.3,
+                 min_visible: float = 0.25, min_box_size: float = 2.0,
+                 jit_compile: bool = True):
+        self.image_size = int(image_size)
+        self.mosaic = float(mosaic)
+        self.cutmix = float(cutmix)
+        self.mixup = float(mixup)
+        self.hue = float(hue)
+        self.saturation = float(saturation)
+        self.exposure = float(exposure)
+        self.flip = float(flip)
+        self.jitter = float(jitter)
+        self.min_visible = float(min_visible)
+        self.min_box_size = float(min_box_size)
+        self.jit_compile = bool(jit_compile)
+        self._compiled = tf.function(self.augment, jit_compile=True)
+
+    def get_config(self) -> dict:
+        """Returns the constructor arguments."""
+        return {key: value for key, value in vars(self).items() if not key.startswith("_")}
+
+    def __call__(self, batch: dict, seed: tf.Tensor) -> dict:
+        """Augments a raw batch (see :meth:`augment`), XLA-compiled if ``jit_compile``.
+
+        Args:
+            batch: the raw batch.
+            seed: int32 ``[2]`` stateless seed.
+
+        Returns:
+            A raw batch with the same keys, shapes and dtypes.
+        """
+        seed = tf.cast(tf.convert_to_tensor(seed), tf.int32)
+        if not self.jit_compile:
+            return self.augment(batch, seed)
+        # Only the augmented keys enter XLA (others, e.g. strings, may not compile).
+        core = {key: batch[key] for key in ("images", "boxes", "classes", "dataset_id")}
+        return {**batch, **self._compiled(core, seed)}
+
+    def augment(self, batch: dict, seed: tf.Tensor) -> dict:
+        """Augments a raw batch.
+
+        Args:
+            batch: ``images`` uint8 ``[B, S, S, 3]``, ``boxes`` float32 ``[B, M, 4]`` xyxy
+                pixels (-1 padded), ``classes`` int32 ``[B, M]``, ``dataset_id`` int32
+                ``[B]``; other keys pass through.
+            seed: int32 ``[2]`` stateless seed.
+
+        Returns:
+            A raw batch with the same keys, shapes and dtypes.
+        """
+        seed = tf.cast(tf.convert_to_tensor(seed), tf.int32)
+        seeds = rng.split_seed(seed, 4)
+        keys = ("images", "boxes", "classes")
+        out = dict(batch)
+        out["boxes"], out["classes"] = box_ops.clean_boxes(
+            tf.cast(batch["boxes"], tf.float32), tf.cast(batch["classes"], tf.int32),
+            self.image_size, self.min_visible, self.min_box_size)
+        common = {"min_visible": self.min_visible, "min_box_size": self.min_box_size}
+        if self.mosaic > 0.0 or self.jitter > 0.0 or self.flip > 0.0:
+            out = random_mosaic(out, seeds[0], self.mosaic, jitter=self.jitter,
+                                flip=self.flip, **common)
+        if self.cutmix > 0.0:
+            out = random_cutmix(out, seeds[1], self.cutmix, **common)
+        if self.mixup > 0.0:
+            out = random_mixup(out, seeds[2], self.mixup)
+        if self.hue > 0.0 or self.saturation != 1.0 or self.exposure != 1.0:
+            out["images"] = random_hsv(out["images"], seeds[3], self.hue, self.saturation,
+                                       self.exposure)
+        for key in keys:
+            out[key] = tf.ensure_shape(out[key], batch[key].shape)
+        return out

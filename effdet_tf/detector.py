@@ -1,0 +1,349 @@
+"""The N-head EfficientDet-D0 detector: backbone -> BiFPN -> one head per dataset."""
+import copy
+import importlib
+import os
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+
+import keras
+from keras import ops
+
+from effdet_tf import anchors as anchor_lib
+from effdet_tf.bifpn import build_bifpn
+from effdet_tf.errors import ConfigError
+from effdet_tf.heads import BOX_LOSSES, HeadSpec, build_head
+
+HeadsArg = Union[Mapping[str, int], Sequence[Union[HeadSpec, Mapping]]]
+BACKBONE_STRIDES = (8, 16, 32)
+
+
+def normalize_heads(heads: HeadsArg) -> List[HeadSpec]:
+    """Turns `{name: num_classes}` or a list of specs (or their dicts) into `HeadSpec`s.
+
+    Args:
+        heads: the heads, in head-index (= dataset_id) order.
+
+    Returns:
+        A list of `HeadSpec`.
+
+    Raises:
+        ConfigError: empty, duplicated names, or a malformed entry.
+    """
+    if isinstance(heads, Mapping):
+        specs = [HeadSpec(name, num) for name, num in heads.items()]
+    elif isinstance(heads, (list, tuple)):
+        specs = []
+        for entry in heads:
+            if isinstance(entry, HeadSpec):
+                specs.append(entry)
+            elif isinstance(entry, Mapping):
+                try:
+                    specs.append(HeadSpec(**entry))
+                except TypeError as err:
+                    raise ConfigError(f"bad head entry {dict(entry)!r}: {err}") from err
+            else:
+                raise ConfigError(f"a head must be a HeadSpec or a dict, got {entry!r}")
+    else:
+        raise ConfigError(f"heads must be a dict name->num_classes or a list, got {heads!r}")
+    if not specs:
+        raise ConfigError("at least one head is required")
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"head names must be unique, got {names}")
+    return specs
+
+
+def _loss_weights(specs: Sequence[HeadSpec], weights: Any) -> List[float]:
+    """Resolves head loss weights given as None, a dict by name or a list."""
+    if weights is None:
+        return [1.0] * len(specs)
+    names = [s.name for s in specs]
+    if isinstance(weights, Mapping):
+        unknown = sorted(set(weights) - set(names))
+        if unknown:
+            raise ConfigError(f"head_loss_weights names unknown heads {unknown}; heads: {names}")
+        return [float(weights.get(n, 1.0)) for n in names]
+    weights = [float(w) for w in weights]
+    if len(weights) != len(specs):
+        raise ConfigError(f"head_loss_weights has {len(weights)} values for {len(specs)} heads")
+    return weights
+
+
+def _check_features(features: Any, image_size: int) -> None:
+    """Checks that a backbone gives three maps at strides 8, 16, 32."""
+    if not isinstance(features, (list, tuple)) or len(features) != 3:
+        raise ConfigError("the backbone must output three feature maps [C3, C4, C5]")
+    for feature, stride in zip(features, BACKBONE_STRIDES):
+        if tuple(feature.shape[1:3]) != (image_size // stride,) * 2:
+            raise ConfigError(
+                f"backbone output of shape {tuple(feature.shape)} is not at stride {stride} "
+                f"of a {image_size} input (expected strides {BACKBONE_STRIDES})")
+
+
+@keras.saving.register_keras_serializable(package="effdet_tf")
+class MultiHeadDetector(keras.Model):  # pylint: disable=abstract-method  # Keras/OpenVINO stubs
+    """EfficientDet-D0 with one detection head per dataset, on any 3-level backbone.
+
+    Input `[B, S, S, 3]` RGB in `0..255` (float32 or uint8), scaled to `0..1` inside.
+    Output `{head: {"class_logits": [B, A, C_head], "box_deltas": [B, A, 4]}}`, float32.
+    Head `i` learns only from examples with `dataset_id == i`. Compile without a loss:
+    `compute_loss` computes it and tracks the metrics `<head>_loss`,
+    `<head>_cls_loss` and `<head>_box_loss`.
+
+    Args:
+        backbone: a Keras model taking `[B, S, S, 3]` in `0..1` and giving `[C3, C4, C5]`
+            at strides 8, 16, 32.
+        heads: `{name: num_classes}` or a list of `HeadSpec` (or their dicts), in
+            dataset_id order.
+        image_size: `S`, a multiple of 128.
+        fpn_channels: BiFPN width.
+        fpn_cells: BiFPN cells.
+        head_layers: intermediate layers per class / box net.
+        head_loss_weights: None (all 1), `{name: weight}` or a list in head order.
+        box_loss: `"huber"` or `"ciou"`.
+        freeze_backbone: backbone non-trainable, its BN in inference mode.
+        **kwargs: `keras.Model` arguments (name, ...).
+
+    Raises:
+        ConfigError: bad heads, sizes or backbone.
+
+    Example:
+        >>> model = MultiHeadDetector(backbone=backbone, heads={"fruits": 3, "household": 3})
+        >>> model.compile(optimizer="sgd")
+        >>> model.fit(images, {"boxes": b, "classes": c, "dataset_id": d})
+    """
+
+    def __init__(self, *, backbone: keras.Model, heads: HeadsArg, image_size: int = 512,
+                 fpn_channels: int = 64, fpn_cells: int = 3, head_layers: int = 3,
+                 head_loss_weights: Any = None, box_loss: str = "huber",
+                 freeze_backbone: bool = False, **kwargs) -> None:
+        specs = normalize_heads(heads)
+        anchor_lib.check_image_size(image_size)
+        if box_loss not in BOX_LOSSES:
+            raise ConfigError(f"box_loss must be one of {BOX_LOSSES}, got {box_loss!r}")
+        weights = _loss_weights(specs, head_loss_weights)
+        if freeze_backbone:
+            backbone.trainable = False
+
+        images = keras.Input((image_size, image_size, 3), name="images")
+        scaled = keras.layers.Rescaling(1.0 / 255.0, name="rescale")(images)
+        features = backbone(scaled)
+        _check_features(features, image_size)
+        pyramid = build_bifpn(list(features), channels=fpn_channels, cells=fpn_cells)
+        head_layers_list = [build_head(spec, image_size=image_size, channels=fpn_channels,
+                                       num_layers=head_layers, box_loss=box_loss)
+                            for spec in specs]
+        outputs = {spec.name: head(pyramid) for spec, head in zip(specs, head_layers_list)}
+        super().__init__(inputs=images, outputs=outputs, **kwargs)
+
+        self.backbone = backbone
+        self.anchors = anchor_lib.generate_anchors(image_size)
+        self.image_size = image_size
+        self.fpn_channels = fpn_channels
+        self.fpn_cells = fpn_cells
+        self.head_layers = head_layers
+        self.box_loss = box_loss
+        self.freeze_backbone = freeze_backbone
+        self._specs = tuple(specs)
+        self._loss_weight_values = tuple(weights)
+        self._heads = tuple(head_layers_list)
+        self._head_metrics = {}
+        for spec, head in zip(specs, head_layers_list):
+            for suffix in ("loss",) + tuple(head.loss_components):
+                metric_name = f"{spec.name}_{suffix}"
+                if metric_name in self._head_metrics or hasattr(self, metric_name):
+                    raise ConfigError(f"head name {spec.name!r} clashes with attribute "
+                                      f"{metric_name!r}; rename the head")
+                metric = keras.metrics.Mean(name=metric_name)
+                setattr(self, metric_name, metric)
+                self._head_metrics[metric_name] = metric
+
+    @property
+    def head_names(self) -> List[str]:
+        """Head names in head-index (= dataset_id) order."""
+        return [s.name for s in self._specs]
+
+    @property
+    def num_classes(self) -> Dict[str, int]:
+        """Classes per head, `{name: num_classes}`."""
+        return {s.name: s.num_classes for s in self._specs}
+
+    @property
+    def head_specs(self) -> List[HeadSpec]:
+        """The head specs, in head order."""
+        return list(self._specs)
+
+    @property
+    def task_heads(self) -> Dict[str, keras.layers.Layer]:
+        """The head layers by name."""
+        return {s.name: h for s, h in zip(self._specs, self._heads)}
+
+    @property
+    def head_loss_weights(self) -> Dict[str, float]:
+        """Loss weight per head."""
+        return {s.name: w for s, w in zip(self._specs, self._loss_weight_values)}
+
+    def compute_loss(self, x: Any = None, y: Optional[dict] = None,  # pylint: disable=arguments-differ  # Keras signature
+                     y_pred: Optional[dict] = None, sample_weight: Any = None,
+                     training: bool = True) -> Any:
+        """Sum over heads of `weight_h * (focal_h + box_h)`, each over its own examples.
+
+        Args:
+            x: images; used only when `y_pred` is None.
+            y: `{"boxes": [B, M, 4], "classes": [B, M], "dataset_id": [B]}`.
+            y_pred: the model outputs.
+            sample_weight: optional `[B]` example weights, multiplied into every head's mask.
+            training: forwarded to the model when `y_pred` is None.
+
+        Returns:
+            float32 scalar loss.
+
+        Raises:
+            ValueError: `y` lacks a key.
+        """
+        missing = [k for k in ("boxes", "classes", "dataset_id") if y is None or k not in y]
+        if missing:
+            raise ValueError(f"compute_loss needs y with keys boxes, classes, dataset_id; "
+                             f"missing {missing}")
+        if y_pred is None:
+            y_pred = self(x, training=training)
+        dataset_id = ops.reshape(ops.cast(y["dataset_id"], "int32"), (-1,))
+        context: dict = {}
+        total = ops.convert_to_tensor(0.0, "float32")
+        for index, (spec, head) in enumerate(zip(self._specs, self._heads)):
+            mask = ops.cast(dataset_id == index, "float32")
+            if sample_weight is not None:
+                mask = mask * ops.reshape(ops.cast(sample_weight, "float32"), (-1,))
+            parts = head.compute_loss(y, y_pred[spec.name], mask, context)
+            head_total = ops.convert_to_tensor(0.0, "float32")
+            for part_name, value in parts.items():
+                head_total = head_total + value
+                self._head_metrics[f"{spec.name}_{part_name}"].update_state(value)
+            self._head_metrics[f"{spec.name}_loss"].update_state(head_total)
+            total = total + self._loss_weight_values[index] * head_total
+        if self.losses:
+            total = total + ops.cast(ops.sum(ops.stack(self.losses)), "float32")
+        return total
+
+    def decode(self, y_pred: dict) -> dict:
+        """Decodes every head's raw outputs.
+
+        Args:
+            y_pred: the model outputs.
+
+        Returns:
+            `{head: {"boxes": [B, A, 4] xyxy pixels clipped to the image,
+            "scores": [B, A, C] sigmoid}}`.
+        """
+        return {s.name: h.decode(y_pred[s.name]) for s, h in zip(self._specs, self._heads)}
+
+    def get_config(self) -> dict:
+        """Returns a config that `from_config` turns back into this model.
+
+        Returns:
+            The config dict (the backbone serialised inside).
+        """
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "backbone": keras.saving.serialize_keras_object(self.backbone),
+            "heads": [s.to_config() for s in self._specs],
+            "image_size": self.image_size,
+            "fpn_channels": self.fpn_channels,
+            "fpn_cells": self.fpn_cells,
+            "head_layers": self.head_layers,
+            "head_loss_weights": list(self._loss_weight_values),
+            "box_loss": self.box_loss,
+            "freeze_backbone": self.freeze_backbone,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict, custom_objects: Optional[dict] = None):
+        """Rebuilds a model from `get_config`.
+
+        Args:
+            config: the config dict.
+            custom_objects: passed to the backbone deserialisation.
+
+        Returns:
+            The model.
+        """
+        config = copy.deepcopy(dict(config))
+        backbone = config["backbone"]
+        if isinstance(backbone, dict):
+            config["backbone"] = keras.saving.deserialize_keras_object(
+                backbone, custom_objects=custom_objects)
+        return cls(**config)
+
+
+def _load_backbone_weights(backbone: keras.Model, path: str) -> None:
+    """Loads backbone weights with the Darknet loader if present, else Keras."""
+    if not os.path.exists(path):
+        raise ConfigError(f"backbone_weights file {path} does not exist")
+    loader = None
+    for module_name in ("effdet_tf.darknet", "effdet_tf.darknet.loader"):
+        try:
+            loader = getattr(importlib.import_module(module_name), "load_backbone_weights", None)
+        except ImportError:
+            loader = None
+        if loader is not None:
+            break
+    if loader is not None:
+        loader(backbone, path)
+    elif path.endswith(".weights.h5"):
+        backbone.load_weights(path)
+    else:
+        raise ConfigError(f"backbone_weights {path}: expected a .weights.h5 file "
+                          "(no Darknet loader is available)")
+
+
+def build_detector(*, heads: HeadsArg, image_size: int = 512,
+                   backbone: Union[str, keras.Model] = "cspdarknet53",
+                   freeze_backbone: bool = False, backbone_weights: Optional[str] = None,
+                   fpn_channels: int = 64, fpn_cells: int = 3, head_layers: int = 3,
+                   head_loss_weights: Any = None,
+                   box_loss: str = "huber") -> MultiHeadDetector:
+    """Builds the multi-head EfficientDet-D0 detector.
+
+    Args:
+        heads: `{name: num_classes}` or a list of `HeadSpec`; order = dataset_id.
+        image_size: side of the square input, a multiple of 128.
+        backbone: `"cspdarknet53"` or a Keras model giving `[C3, C4, C5]` at strides
+            8/16/32 from `0..1` input.
+        freeze_backbone: make the backbone non-trainable (BN in inference mode).
+        backbone_weights: weights file for the backbone (Darknet loader when available,
+            else a Keras `.weights.h5`).
+        fpn_channels: BiFPN width (64 in D0).
+        fpn_cells: BiFPN cells (3 in D0).
+        head_layers: intermediate layers per class / box net (3 in D0).
+        head_loss_weights: None, `{name: weight}` or a list in head order.
+        box_loss: `"huber"` (automl) or `"ciou"` (YOLOv4).
+
+    Returns:
+        A `MultiHeadDetector`.
+
+    Raises:
+        ConfigError: unknown backbone name, missing weights file, or bad arguments.
+
+    Example:
+        >>> model = build_detector(heads={"fruits": 3, "household": 3}, image_size=512)
+        >>> model.anchors.shape
+        (49104, 4)
+    """
+    anchor_lib.check_image_size(image_size)
+    if isinstance(backbone, str):
+        if backbone != "cspdarknet53":
+            raise ConfigError(f"unknown backbone {backbone!r}; expected 'cspdarknet53' "
+                              "or a keras.Model")
+        from effdet_tf.backbones.cspdarknet53 import (  # pylint: disable=import-outside-toplevel  # built on demand
+            build_cspdarknet53)
+        backbone_model = build_cspdarknet53(input_shape=(image_size, image_size, 3))
+    elif isinstance(backbone, keras.Model):
+        backbone_model = backbone
+    else:
+        raise ConfigError(f"backbone must be 'cspdarknet53' or a keras.Model, got {backbone!r}")
+    if backbone_weights:
+        _load_backbone_weights(backbone_model, str(backbone_weights))
+    return MultiHeadDetector(backbone=backbone_model, heads=heads, image_size=image_size,
+                             fpn_channels=fpn_channels, fpn_cells=fpn_cells,
+                             head_layers=head_layers, head_loss_weights=head_loss_weights,
+                             box_loss=box_loss, freeze_backbone=freeze_backbone)

@@ -1,0 +1,311 @@
+"""Task heads on the BiFPN pyramid: the `TaskHead` contract and EfficientDet's `DetectionHead`.
+
+A head is a Keras layer that maps the pyramid `[P3, ..., P7]` to a dict of float32
+tensors, and knows its own loss and decoding. The detector core only ever calls
+`head(features)`, `head.compute_loss(...)`, `head.decode(...)` and reads
+`head.loss_components`, so new kinds plug in without touching it:
+
+* a classification head (one label per image) would global-average-pool the pyramid
+  (or P7 alone), apply a dense layer and return `{"class_logits": [B, C]}`; its loss
+  is a masked softmax cross-entropy on a `y_true["labels"]` key, `loss_components =
+  ("cls_loss",)`, and `decode` returns softmax scores;
+* a multi-label head is the same with sigmoid cross-entropy on `[B, C]` targets.
+
+To add one: subclass `TaskHead`, register it in `HEAD_KINDS` under a new
+`HeadSpec.kind`, and give the data pipeline the label key it reads. (Neither exists yet.)
+"""
+import dataclasses
+import math
+import re
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import keras
+from keras import ops
+
+from effdet_tf import anchors as anchor_lib
+from effdet_tf import losses
+from effdet_tf.box_coder import decode_boxes
+from effdet_tf.errors import ConfigError
+from effdet_tf.layers import batch_norm, separable_conv
+from effdet_tf.postprocess import decode_predictions
+from effdet_tf.targets import encode_targets, match_anchors
+
+HEAD_NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+PRIOR_PROBABILITY = 0.01
+BOX_LOSSES = ("huber", "ciou")
+TensorLike = Any  # a backend tensor, numpy array or KerasTensor
+
+
+@dataclasses.dataclass(frozen=True)
+class HeadSpec:
+    """What one head predicts.
+
+    Args:
+        name: head name (= its dataset's name); letters, digits, `_`, starting with a letter.
+        num_classes: classes of the head's dataset.
+        kind: head kind, a key of `HEAD_KINDS` (only `"detection"` exists).
+
+    Raises:
+        ConfigError: bad name, class count or kind.
+
+    Example:
+        >>> HeadSpec("fruits", 3)
+    """
+
+    name: str
+    num_classes: int
+    kind: str = "detection"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not HEAD_NAME_PATTERN.match(self.name):
+            raise ConfigError(
+                f"head name {self.name!r} must start with a letter and hold only letters, "
+                "digits and '_'")
+        if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int) \
+                or self.num_classes < 1:
+            raise ConfigError(
+                f"head {self.name!r}: num_classes must be a positive int, got {self.num_classes!r}")
+        if self.kind not in HEAD_KINDS:
+            raise ConfigError(
+                f"head {self.name!r}: kind {self.kind!r} unknown, expected one of "
+                f"{sorted(HEAD_KINDS)}")
+
+    def to_config(self) -> dict:
+        """Returns the spec as a plain dict.
+
+        Returns:
+            `{"name", "num_classes", "kind"}`.
+        """
+        return dataclasses.asdict(self)
+
+
+class TaskHead(keras.layers.Layer):  # pylint: disable=abstract-method  # add_metric is a Keras stub
+    """Base class of heads: outputs from the pyramid, a masked loss, a decoder.
+
+    Subclasses set `loss_components` (names of the scalar losses `compute_loss`
+    returns; the detector tracks each as a metric `<head>_<component>`).
+
+    Args:
+        num_classes: classes predicted.
+        image_size: side of the square model input.
+        **kwargs: `keras.layers.Layer` arguments.
+    """
+
+    loss_components: Tuple[str, ...] = ()
+
+    def __init__(self, *, num_classes: int, image_size: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.num_classes = num_classes
+        self.image_size = image_size
+
+    def compute_loss(self, y_true: dict, y_pred: dict, example_mask: TensorLike,
+                     context: dict) -> Dict[str, object]:
+        """Returns this head's scalar float32 losses over the examples in `example_mask`.
+
+        Args:
+            y_true: the raw batch labels (`boxes`, `classes`, `dataset_id`, ...).
+            y_pred: this head's outputs.
+            example_mask: float32 `[B]`, 1 for the examples this head learns from.
+            context: per-batch cache shared by all heads (e.g. the anchor matching).
+
+        Returns:
+            `{component: scalar}` for every name in `loss_components`.
+        """
+        raise NotImplementedError
+
+    def decode(self, y_pred: dict) -> dict:
+        """Turns raw outputs into user-facing predictions.
+
+        Args:
+            y_pred: this head's outputs.
+
+        Returns:
+            A dict of tensors.
+        """
+        raise NotImplementedError
+
+    def get_config(self) -> dict:
+        """Returns the layer config.
+
+        Returns:
+            The config dict.
+        """
+        config = super().get_config()
+        config.update({"num_classes": self.num_classes, "image_size": self.image_size})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="effdet_tf")
+class DetectionHead(TaskHead):  # pylint: disable=abstract-method  # add_metric is a Keras stub
+    """EfficientDet class net + box net, weights shared across levels, BN per level.
+
+    Each net: `num_layers` x (separable conv 3x3 -> BN (one per level) -> swish), then a
+    separable conv to `9 * C` logits (bias `-log((1 - 0.01) / 0.01)`) or `9 * 4` deltas.
+    The prediction convs run in float32 so outputs are float32 under mixed precision.
+
+    Args:
+        num_classes: classes of this head.
+        image_size: side of the square model input (fixes the anchors).
+        channels: width of the intermediate layers (64 in D0).
+        num_layers: intermediate layers per net (3 in D0).
+        box_loss: `"huber"` (on deltas, weight 50) or `"ciou"` (on decoded boxes).
+        box_loss_weight: weight of the box loss; 50 for Huber, 1 for CIoU when None.
+        **kwargs: `keras.layers.Layer` arguments.
+
+    Raises:
+        ConfigError: unknown box loss.
+
+    Example:
+        >>> head = DetectionHead(num_classes=3, image_size=512, name="fruits")
+        >>> out = head(pyramid)  # {"class_logits": [B, 49104, 3], "box_deltas": [B, 49104, 4]}
+    """
+
+    loss_components = ("cls_loss", "box_loss")
+
+    def __init__(self, *, num_classes: int, image_size: int, channels: int = 64,
+                 num_layers: int = 3, box_loss: str = "huber", box_loss_weight=None,
+                 **kwargs) -> None:
+        super().__init__(num_classes=num_classes, image_size=image_size, **kwargs)
+        if box_loss not in BOX_LOSSES:
+            raise ConfigError(f"box_loss must be one of {BOX_LOSSES}, got {box_loss!r}")
+        self.channels = channels
+        self.num_layers = num_layers
+        self.box_loss = box_loss
+        self.box_loss_weight = box_loss_weight
+        self.anchors = anchor_lib.generate_anchors(image_size)
+        self.num_levels = anchor_lib.MAX_LEVEL - anchor_lib.MIN_LEVEL + 1
+        per_loc = anchor_lib.NUM_ANCHORS_PER_LOCATION
+        prefix = self.name
+        self.class_convs = [separable_conv(channels, f"{prefix}_class_conv{i}")
+                            for i in range(num_layers)]
+        self.box_convs = [separable_conv(channels, f"{prefix}_box_conv{i}")
+                          for i in range(num_layers)]
+        levels = range(anchor_lib.MIN_LEVEL, anchor_lib.MAX_LEVEL + 1)
+        self.class_bns = [batch_norm(f"{prefix}_class_bn{i}_p{level}")
+                          for i in range(num_layers) for level in levels]
+        self.box_bns = [batch_norm(f"{prefix}_box_bn{i}_p{level}")
+                        for i in range(num_layers) for level in levels]
+        bias = -math.log((1.0 - PRIOR_PROBABILITY) / PRIOR_PROBABILITY)
+        self.class_predict = separable_conv(
+            per_loc * num_classes, f"{prefix}_class_predict",
+            bias_initializer=keras.initializers.Constant(bias), dtype="float32")
+        self.box_predict = separable_conv(per_loc * 4, f"{prefix}_box_predict", dtype="float32")
+
+    def _tower(self, x: TensorLike, convs: Sequence, bns: Sequence, level_index: int,
+               training: Optional[bool]) -> TensorLike:
+        for i, conv in enumerate(convs):
+            x = conv(x)
+            x = bns[i * self.num_levels + level_index](x, training=training)
+            x = ops.silu(x)
+        return x
+
+    def call(self, inputs: Sequence, training: Optional[bool] = None) -> dict:  # pylint: disable=arguments-differ  # a list
+        """Runs both nets on every level and concatenates the levels.
+
+        Args:
+            inputs: `[P3, ..., P7]`.
+            training: BN mode.
+
+        Returns:
+            `{"class_logits": float32 [B, A, C], "box_deltas": float32 [B, A, 4]}`.
+
+        Raises:
+            ValueError: not one feature map per level.
+        """
+        if len(inputs) != self.num_levels:
+            raise ValueError(f"{self.name}: expected {self.num_levels} levels, got {len(inputs)}")
+        logits: List = []
+        deltas: List = []
+        for level_index, feature in enumerate(inputs):
+            count = feature.shape[1] * feature.shape[2] * anchor_lib.NUM_ANCHORS_PER_LOCATION
+            c = self._tower(feature, self.class_convs, self.class_bns, level_index, training)
+            logits.append(ops.reshape(self.class_predict(c), (-1, count, self.num_classes)))
+            b = self._tower(feature, self.box_convs, self.box_bns, level_index, training)
+            deltas.append(ops.reshape(self.box_predict(b), (-1, count, 4)))
+        return {"class_logits": ops.cast(ops.concatenate(logits, axis=1), "float32"),
+                "box_deltas": ops.cast(ops.concatenate(deltas, axis=1), "float32")}
+
+    def compute_loss(self, y_true: dict, y_pred: dict, example_mask: TensorLike,
+                     context: dict) -> Dict[str, object]:
+        """Focal loss + box loss over this head's examples, normalised by its positives + 1.
+
+        Args:
+            y_true: raw batch labels with `boxes` `[B, M, 4]` and `classes` `[B, M]`.
+            y_pred: `{"class_logits", "box_deltas"}` of this head.
+            example_mask: float32 `[B]`, 1 for this head's examples.
+            context: per-batch cache; the anchor matching is stored under `"anchor_match"`
+                so several detection heads share it.
+
+        Returns:
+            `{"cls_loss": scalar, "box_loss": scalar}` (box loss already weighted).
+        """
+        if "anchor_match" not in context:
+            context["anchor_match"] = match_anchors(self.anchors, y_true["boxes"],
+                                                    y_true["classes"])
+        targets = encode_targets(self.anchors, context["anchor_match"], self.num_classes)
+        mask = ops.cast(example_mask, "float32")
+        positive = ops.cast(targets["positive"], "float32") * mask[:, None]          # [B, A]
+        normalizer = ops.sum(targets["num_positives"] * mask) + 1.0
+        anchor_weight = (1.0 - ops.cast(targets["ignore"], "float32")) * mask[:, None]
+        focal = losses.focal_loss(targets["class_targets"], y_pred["class_logits"])
+        cls_loss = ops.sum(focal * anchor_weight[..., None]) / normalizer
+        if self.box_loss == "huber":
+            weight = losses.HUBER_WEIGHT if self.box_loss_weight is None else self.box_loss_weight
+            huber = losses.huber_loss(targets["box_targets"], y_pred["box_deltas"])
+            box_loss = weight * ops.sum(huber * positive[..., None]) / (normalizer * 4.0)
+        else:
+            weight = losses.CIOU_WEIGHT if self.box_loss_weight is None else self.box_loss_weight
+            anchors = ops.convert_to_tensor(self.anchors, "float32")[None]
+            pred_boxes = decode_boxes(y_pred["box_deltas"], anchors)
+            ciou = losses.ciou_loss(context["anchor_match"]["matched_boxes"], pred_boxes)
+            box_loss = weight * ops.sum(ciou * positive) / normalizer
+        return {"cls_loss": cls_loss, "box_loss": box_loss}
+
+    def decode(self, y_pred: dict) -> dict:
+        """Decodes to pixel boxes clipped to the image and sigmoid scores.
+
+        Args:
+            y_pred: `{"class_logits", "box_deltas"}` of this head.
+
+        Returns:
+            `{"boxes": [B, A, 4] xyxy, "scores": [B, A, C]}`.
+        """
+        return decode_predictions(y_pred["class_logits"], y_pred["box_deltas"], self.anchors,
+                                  self.image_size)
+
+    def get_config(self) -> dict:
+        """Returns the layer config.
+
+        Returns:
+            The config dict.
+        """
+        config = super().get_config()
+        config.update({"channels": self.channels, "num_layers": self.num_layers,
+                       "box_loss": self.box_loss, "box_loss_weight": self.box_loss_weight})
+        return config
+
+
+HEAD_KINDS = {"detection": DetectionHead}
+
+
+def build_head(spec: HeadSpec, *, image_size: int, channels: int, num_layers: int,
+               box_loss: str) -> TaskHead:
+    """Builds the head a spec asks for.
+
+    Args:
+        spec: the head spec.
+        image_size: side of the square model input.
+        channels: intermediate width.
+        num_layers: intermediate layers per net.
+        box_loss: box loss of detection heads.
+
+    Returns:
+        The head layer, named `spec.name`.
+
+    Example:
+        >>> build_head(HeadSpec("fruits", 3), image_size=512, channels=64, num_layers=3,
+        ...            box_loss="huber")
+    """
+    return HEAD_KINDS[spec.kind](num_classes=spec.num_classes, image_size=image_size,
+                                 channels=channels, num_layers=num_layers, box_loss=box_loss,
+                                 name=spec.name)

@@ -1,0 +1,134 @@
+"""End to end on the embedded sample data: fit, evaluate, predict, resume after kill -9.
+
+The run is tiny (128 px, a few steps) so it proves the plumbing, not accuracy.
+"""
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from data_pipelines.sample_data import ensure_sample_data
+from effdet_tf.config import config_from_dict, dump_config
+from tests.conftest import REPO_ROOT
+from train.callbacks import NanGuard
+
+TINY = ["data.image_size=128", "train.batch_size=4", "train.steps_per_epoch=2",
+        "train.epochs=2", "eval.batch_size=8", "train.optimizer=sgd",
+        "train.learning_rate=0.01"]
+
+
+def _config(data_dir, run_dir, extra=()):
+    datasets = [{"name": n, "root": os.path.join(data_dir, n)} for n in ("shapes", "signs")]
+    return config_from_dict({"name": "tiny", "data": {"datasets": datasets, "max_boxes": 16},
+                             "train": {"run_dir": str(run_dir)}}, TINY + list(extra))
+
+
+@pytest.fixture(name="sample", scope="module")
+def fixture_sample(tmp_path_factory):
+    """Small sample datasets (16 train, 8 val, 8 test images per dataset)."""
+    out = tmp_path_factory.mktemp("sample")
+    return ensure_sample_data(str(out), seed=0, num_train=16, num_val=8, num_test=8)
+
+
+@pytest.fixture(name="finished_run", scope="module")
+def fixture_finished_run(sample, tmp_path_factory):
+    """One tiny two-head training run through the CLI."""
+    root = tmp_path_factory.mktemp("runs")
+    cfg_file = root / "tiny.yaml"
+    cfg_file.write_text(dump_config(_config(sample["root"], root / "run")), encoding="utf-8")
+    proc = subprocess.run([sys.executable, "-m", "train.fit", "--config", str(cfg_file),
+                           "--quiet"], cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=1200, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return root / "run", proc.stdout
+
+
+@pytest.mark.slow
+def test_fit_writes_everything(finished_run):
+    """The run folder holds config, classes, checkpoints, logs, plots and per-head metrics."""
+    run, stdout = finished_run
+    for rel in ("config.yaml", "classes.json", "checkpoints/last.weights.h5",
+                "checkpoints/best.weights.h5", "model.keras", "log.csv", "summary.json",
+                "plots/learning_curves.png", "eval_test/metrics_test.json"):
+        assert (run / rel).is_file(), rel
+    with open(run / "log.csv", encoding="utf-8") as stream:
+        rows = list(csv.DictReader(stream))
+    assert len(rows) == 2
+    for key in ("loss", "shapes_loss", "signs_loss", "val_shapes_loss", "val_signs_loss"):
+        assert key in rows[0], sorted(rows[0])
+    metrics = json.loads((run / "eval_test/metrics_test.json").read_text(encoding="utf-8"))
+    assert set(metrics) == {"shapes", "signs"}
+    assert all(m["num_images"] == 8 for m in metrics.values())
+    assert "COCO metrics on each head's own test split" in stdout
+    assert "shapes" in stdout and "signs" in stdout
+
+
+@pytest.mark.slow
+def test_evaluate_and_predict_cli(finished_run, sample, tmp_path):
+    """train.evaluate prints the per-head table; train.predict draws every head."""
+    run, _ = finished_run
+    proc = subprocess.run([sys.executable, "-m", "train.evaluate", "--run", str(run),
+                           "--split", "val"], cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=900, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "own val split" in proc.stdout
+    assert (run / "eval_val" / "metrics_val.json").is_file()
+    proc = subprocess.run([sys.executable, "-m", "train.predict", "--run", str(run),
+                           "--out", str(tmp_path), "--score", "0.0", sample["composite"]],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=900,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((tmp_path / "detections.json").read_text(encoding="utf-8"))
+    heads = {d["head"] for d in report["composite"]["detections"]}
+    assert heads == {"shapes", "signs"}
+    assert (tmp_path / "composite_pred.jpg").is_file()
+
+
+@pytest.mark.slow
+def test_resume_after_kill(sample, tmp_path):
+    """kill -9 after the first epoch; the same command continues from the backup."""
+    cfg_file = tmp_path / "tiny.yaml"
+    cfg = _config(sample["root"], tmp_path / "run", ["train.epochs=3"])
+    cfg_file.write_text(dump_config(cfg), encoding="utf-8")
+    command = [sys.executable, "-m", "train.fit", "--config", str(cfg_file), "--quiet"]
+    meta = tmp_path / "run" / "backup" / "training_metadata.json"
+    with subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL, start_new_session=True) as proc:
+        deadline = time.time() + 900
+        while time.time() < deadline and proc.poll() is None:
+            if meta.is_file() and json.loads(meta.read_text(encoding="utf-8"))["epoch"] >= 1:
+                break
+            time.sleep(0.5)
+        assert proc.poll() is None, "training ended before it could be interrupted"
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert not (tmp_path / "run" / "model.keras").exists()
+    done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=1200, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "(resuming)" in done.stdout
+    with open(tmp_path / "run" / "log.csv", encoding="utf-8") as stream:
+        epochs = [int(row["epoch"]) for row in csv.DictReader(stream)]
+    assert epochs[-1] == 2 and 0 in epochs and epochs.count(2) == 1
+    assert (tmp_path / "run" / "model.keras").is_file()
+
+
+def test_nan_guard_names_the_step(tmp_path):
+    """A non-finite loss stops training and the message gives step and checkpoint."""
+
+    class _Model:
+        stop_training = False
+
+    guard = NanGuard(steps_per_epoch=10, last_good=str(tmp_path / "last.weights.h5"))
+    guard.set_model(_Model())
+    guard.on_epoch_begin(2)
+    guard.on_train_batch_end(4, {"loss": 1.0, "a_loss": 0.5})
+    assert guard.failure is None
+    guard.on_train_batch_end(5, {"loss": float("nan"), "a_loss": 0.5})
+    assert guard.model.stop_training
+    assert "step 26 (epoch 3, batch 6)" in guard.failure and "none yet" in guard.failure
