@@ -1,4 +1,5 @@
 """Training callbacks: best/last checkpoints of the detector, and a NaN/Inf guard."""
+import csv
 import math
 import os
 import statistics
@@ -50,6 +51,20 @@ class DetectorCheckpoint(keras.callbacks.Callback):
     def best_path(self) -> str:
         """Path of the best checkpoint."""
         return os.path.join(self.folder, "best.weights.h5")
+
+    def resume_from_log(self, csv_path: str) -> None:
+        """Takes the best value so far from an interrupted run's CSV log."""
+        if not os.path.isfile(csv_path):
+            return
+        with open(csv_path, encoding="utf-8") as stream:
+            for row in csv.DictReader(stream):
+                value = row.get(self.monitor) or row.get("loss")
+                try:
+                    if value is not None and float(value) < self.best:
+                        self.best = float(value)
+                        self.best_epoch = int(row["epoch"]) + 1
+                except (TypeError, ValueError, KeyError):
+                    continue
 
     def on_epoch_end(self, epoch, logs=None):
         """Saves last, and best when the monitored value improved."""

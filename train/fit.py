@@ -104,17 +104,21 @@ def run_training(cfg: ExperimentConfig, *, overwrite: bool = False, evaluate: bo
     # Optimizer variables made before fit: TF then traces the train step once, not twice.
     trainer.optimizer.build(trainer.trainable_variables)
     ckpt = cbs.DetectorCheckpoint(detector, os.path.join(run, "checkpoints"))
+    if resuming:
+        ckpt.resume_from_log(os.path.join(run, "log.csv"))
     guard = cbs.NanGuard(steps, ckpt.last_path)
     speed = cbs.Throughput(cfg.train.batch_size)
-    callbacks = [speed,
-        keras.callbacks.BackupAndRestore(os.path.join(run, "backup"), double_checkpoint=True,
-                                         delete_checkpoint=False),
-        guard, ckpt,
+    # BackupAndRestore goes last: an epoch is marked done only after its log row and
+    # checkpoints are on disk, so a kill -9 at any moment loses nothing it reports.
+    callbacks = [
+        speed, guard, ckpt,
         keras.callbacks.CSVLogger(os.path.join(run, "log.csv"), append=resuming),
         keras.callbacks.TensorBoard(os.path.join(run, "tensorboard"), write_graph=False),
     ]
     if cfg.train.patience > 0:
         callbacks.append(keras.callbacks.EarlyStopping(patience=cfg.train.patience))
+    callbacks.append(keras.callbacks.BackupAndRestore(
+        os.path.join(run, "backup"), double_checkpoint=True, delete_checkpoint=False))
     start = time.perf_counter()
     history = trainer.fit(data_lib.make_train_dataset(cfg, on_device=on_device),
                           epochs=cfg.train.epochs, steps_per_epoch=steps,
