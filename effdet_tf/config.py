@@ -203,20 +203,26 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         return _coerce(value, inner[0], where)
     if dataclasses.is_dataclass(tp) or origin in (list, List, dict, Dict):
         return _coerce_container(value, tp, where)
+    return _coerce_scalar(value, tp, where)
+
+
+def _coerce_scalar(value: Any, tp: Any, where: str) -> Any:
+    """Checks a scalar; ints pass as floats, numbers as strings, `1e-3` text as a float."""
     is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    converted = value
     if tp is float and is_number:
-        return float(value)
-    if tp is float and isinstance(value, str):
+        converted = float(value)
+    elif tp is float and isinstance(value, str):
         try:  # YAML 1.1 reads `1e-3` (no dot) as a string
-            return float(value)
+            converted = float(value)
         except ValueError:
             pass
-    if tp is str and is_number:
-        return str(value)
-    if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
+    elif tp is str and is_number:
+        converted = str(value)
+    if not isinstance(converted, tp) or (tp is int and isinstance(converted, bool)):
         raise ConfigError(
             f"{where}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
-    return value
+    return converted
 
 
 def _build(cls: Any, values: Dict[str, Any], where: str) -> Any:

@@ -23,7 +23,8 @@ def require_shared(*parts: str) -> pathlib.Path:
     """
     path = shared_dir().joinpath(*parts)
     if not path.exists():
-        reason = f"{path} is absent (set EFFDET_SHARED to the folder holding datasets/ and darknet/)"
+        reason = (f"{path} is absent (set EFFDET_SHARED to the folder holding datasets/ "
+                  "and darknet/)")
         if os.environ.get("EFFDET_REQUIRE_SHARED") == "1":
             pytest.fail(reason + "; EFFDET_REQUIRE_SHARED=1 forbids skipping")
         pytest.skip(reason)
