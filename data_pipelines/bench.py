@@ -207,7 +207,8 @@ def format_table(results: dict, batch_size: int, size: int) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     """Command line entry point."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser = argparse.ArgumentParser(prog="python -m data_pipelines.bench",
+                                     description=__doc__.split("\n", 1)[0])
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--steps", type=int, default=2, help="batches per timed run")

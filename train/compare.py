@@ -103,10 +103,10 @@ def summarise(results: Dict[str, List[Dict[str, Any]]], heads: Sequence[str]) ->
         seeds = len(results[head])
         if seeds > 1:
             noise = 2 * max(row["two_head_AP"]["std"], row["single_AP"]["std"], 1e-3)
-            rule = f"|diff| <= 2 std over {seeds} seeds ({noise:.3f})"
+            rule = f"abs(diff) <= 2 std over {seeds} seeds ({noise:.3f})"
         else:
             noise = SINGLE_SEED_TOLERANCE
-            rule = f"|diff| <= {noise} AP (one seed)"
+            rule = f"abs(diff) <= {noise} AP (one seed)"
         row.update(diff_AP=diff, within_noise=abs(diff) <= noise, rule=rule,
                    diff_AP50=row["two_head_AP50"]["mean"] - row["single_AP50"]["mean"])
         table[head] = row

@@ -6,6 +6,7 @@ model, the learning-curve PNG and the per-head COCO metrics on the test split.
 Running the same command again resumes an interrupted run from its last backup.
 """
 import argparse
+import dataclasses
 import json
 import os
 import time
@@ -68,6 +69,12 @@ def run_training(cfg: ExperimentConfig, *, overwrite: bool = False, evaluate: bo
     """
     # pylint: disable=import-outside-toplevel,too-many-locals  # heavy imports after arg checks
     prepare_data(cfg)
+    from train.strategy import make_strategy
+    dist = make_strategy(cfg.train.strategy)  # before TF sets up its devices
+    dist.check_batch(cfg.train.batch_size)
+    if not dist.is_chief:  # a non-chief worker writes beside the chief's folder
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(
+            cfg.train, run_dir=f"{cfg.run_path}.worker{dist.worker_index}"))
     import keras
 
     from effdet_tf.detector import build_detector
@@ -80,29 +87,35 @@ def run_training(cfg: ExperimentConfig, *, overwrite: bool = False, evaluate: bo
 
     run, resuming = prepare_run_dir(cfg, overwrite=overwrite)
     print(f"run folder: {run}{' (resuming)' if resuming else ''}")
+    print(f"strategy: {dist.name}, {dist.num_replicas} replica(s), global batch "
+          f"{cfg.train.batch_size} = {cfg.train.batch_size // dist.num_replicas} per replica")
     print("config:\n" + dump_config(cfg))
     keras.utils.set_random_seed(cfg.train.seed)
     if cfg.train.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
     classes = {d.name: data_lib.class_info(d) for d in cfg.data.datasets}
     write_classes(run, classes)
-    detector = build_detector(
-        heads={name: len(info["names"]) for name, info in classes.items()},
-        image_size=cfg.data.image_size, backbone=cfg.model.backbone,
-        freeze_backbone=cfg.model.freeze_backbone, backbone_weights=cfg.model.backbone_weights,
-        fpn_channels=cfg.model.fpn_channels, fpn_cells=cfg.model.fpn_cells,
-        head_layers=cfg.model.head_layers, head_loss_weights=cfg.model.head_loss_weights,
-        box_loss=cfg.model.box_loss)
     on_device = keras.backend.backend() == "tensorflow" and cfg.train.augment_on_device
-    trainer = DetectorTrainer(detector, augmenter=data_lib.make_augmenter(cfg) if on_device
-                              else None, seed=cfg.train.seed)
     steps = data_lib.steps_per_epoch(cfg)
-    trainer.compile(optimizer=_optimizer(cfg, steps * cfg.train.epochs, steps),
-                    jit_compile=cfg.train.jit_compile)
     size = cfg.data.image_size
-    trainer(keras.ops.zeros((1, size, size, 3)))
-    # Optimizer variables made before fit: TF then traces the train step once, not twice.
-    trainer.optimizer.build(trainer.trainable_variables)
+    with dist.scope():  # every variable (model, optimizer, metrics) is made per replica
+        detector = build_detector(
+            heads={name: len(info["names"]) for name, info in classes.items()},
+            image_size=cfg.data.image_size, backbone=cfg.model.backbone,
+            freeze_backbone=cfg.model.freeze_backbone,
+            backbone_weights=cfg.model.backbone_weights,
+            fpn_channels=cfg.model.fpn_channels, fpn_cells=cfg.model.fpn_cells,
+            head_layers=cfg.model.head_layers, head_loss_weights=cfg.model.head_loss_weights,
+            box_loss=cfg.model.box_loss)
+        dist.attach(detector)  # per-head normalisers summed over replicas
+        trainer = DetectorTrainer(
+            detector, augmenter=dist.seeded(data_lib.make_augmenter(cfg)) if on_device
+            else None, seed=cfg.train.seed)
+        trainer.compile(optimizer=_optimizer(cfg, steps * cfg.train.epochs, steps),
+                        jit_compile=cfg.train.jit_compile)
+        trainer(keras.ops.zeros((1, size, size, 3)))
+        # Optimizer variables made before fit: TF then traces the train step once, not twice.
+        trainer.optimizer.build(trainer.trainable_variables)
     ckpt = cbs.DetectorCheckpoint(detector, os.path.join(run, "checkpoints"))
     if resuming:
         ckpt.resume_from_log(os.path.join(run, "log.csv"))
@@ -120,10 +133,12 @@ def run_training(cfg: ExperimentConfig, *, overwrite: bool = False, evaluate: bo
     callbacks.append(keras.callbacks.BackupAndRestore(
         os.path.join(run, "backup"), double_checkpoint=True, delete_checkpoint=False))
     start = time.perf_counter()
-    history = trainer.fit(data_lib.make_train_dataset(cfg, on_device=on_device),
+    # tf.distribute splits each global batch over the replicas; across workers the
+    # datasets are sharded by DATA (see train.strategy.Distribution.shard).
+    history = trainer.fit(dist.shard(data_lib.make_train_dataset(cfg, on_device=on_device)),
                           epochs=cfg.train.epochs, steps_per_epoch=steps,
-                          validation_data=data_lib.make_val_dataset(cfg),
-                          callbacks=callbacks, verbose=verbose)
+                          validation_data=dist.shard(data_lib.make_val_dataset(cfg)),
+                          callbacks=callbacks, verbose=verbose, shuffle=False)
     seconds = time.perf_counter() - start
     if guard.failure:
         raise TrainingError(guard.failure)
@@ -144,8 +159,10 @@ def run_training(cfg: ExperimentConfig, *, overwrite: bool = False, evaluate: bo
         print(format_table(metrics, "test"))
     with open(os.path.join(run, "summary.json"), "w", encoding="utf-8") as stream:
         json.dump(summary, stream, indent=1)
-    print(f"trained {epochs_run} epochs in {seconds:.0f} s ({images_per_second:.1f} img/s "
-          f"after warm-up); everything is in {run}")
+    speed_text = (f"{images_per_second:.1f} img/s after warm-up" if images_per_second
+                  else "too few steps to time")
+    print(f"trained {epochs_run} epochs in {seconds:.0f} s ({speed_text}); "
+          f"everything is in {run}")
     return summary
 
 
