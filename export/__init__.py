@@ -1,1 +1,13 @@
-"""export package."""
+"""Export of trained runs: SavedModel and ONNX with letterboxing, every head and NMS inside;
+verification across runtimes and a CPU latency benchmark.
+
+Modules (each a CLI, `python -m export.<name> --help`):
+    saved_model: `serving_default` (uint8 any-size images -> detections per head in input
+        pixels) and `raw` (letterboxed float32 frames -> raw head outputs) signatures.
+    onnx: the same detection graph through tf2onnx, checked in ONNX Runtime.
+    verify: Keras vs SavedModel vs ONNX Runtime on the same images.
+    bench: CPU latency of the three runtimes, file sizes, two heads vs single heads.
+
+Helpers: `graph` (the exported computation), `io` (atomic outputs), `onnx_rewrite`
+(Mish made fast in ONNX Runtime), `cli_args`.
+"""

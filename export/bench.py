@@ -1,0 +1,355 @@
+"""CPU latency of a run's detector: Keras, SavedModel and ONNX Runtime; two heads vs one.
+
+Usage:
+    python -m export.bench --run RUN_DIR [--repeats N] [--warmup N] [--batches 1 8]
+        [--weights best|last|final] [--out JSON] [--overwrite] [--no-single-heads]
+        [--saved-model DIR --onnx FILE.onnx]
+
+The SavedModel and ONNX file are exported into a temporary folder with the same code
+as `export.saved_model` and `export.onnx` (or given with `--saved-model`/`--onnx`).
+Latency is the median of `--repeats` timed calls after `--warmup` untimed ones, on
+uint8 `S x S` images, end to end (letterbox, model, decoding, NMS). Keras is
+`effdet_tf.nms_tf.detect` called eagerly on the letterboxed batch. The two-head model
+is compared with single-head models of the same architecture holding the same weights
+(backbone, BiFPN and that head), so the sum of their latencies is what serving both
+datasets with separate models would cost.
+"""
+import argparse
+import dataclasses
+import functools
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from typing import Callable, Dict, Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from effdet_tf import nms_tf
+from effdet_tf.cli import run_cli
+from effdet_tf.config import ExperimentConfig
+from effdet_tf.errors import ConfigError, ExportError
+from export.cli_args import add_run_args
+from export.graph import DetectionGraph, graph_from_run
+from export.io import check_output, write_text_atomic
+from export.onnx import DEFAULT_OPSET, onnx_session, write_onnx
+from export.saved_model import SERVING_KEY, write_saved_model
+
+GOAL_ONNX_VS_SAVED_MODEL = 0.7
+HEAD_RUNTIMES = ("saved_model", "onnxruntime")
+
+
+def interleaved_ms(calls: Dict[str, Callable[[], object]], repeats: int,
+                   warmup: int) -> Dict[str, Dict[str, float]]:
+    """Times several calls round-robin: median and 90th percentile in milliseconds.
+
+    Taking turns exposes every runtime to the same background load, which matters on
+    a shared CPU.
+
+    Args:
+        calls: `{name: function}` (results are discarded).
+        repeats: timed rounds.
+        warmup: untimed rounds first.
+
+    Returns:
+        `{name: {"median_ms", "p90_ms"}}`.
+    """
+    times: Dict[str, list] = {name: [] for name in calls}
+    for round_index in range(warmup + repeats):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call()
+            if round_index >= warmup:
+                times[name].append((time.perf_counter() - start) * 1000.0)
+    result = {}
+    for name, values in times.items():
+        values.sort()
+        result[name] = {"median_ms": statistics.median(values),
+                        "p90_ms": values[min(len(values) - 1, int(0.9 * len(values)))]}
+    return result
+
+
+def folder_bytes(path: str) -> int:
+    """Total size of a file or of every file below a folder."""
+    if os.path.isfile(path):
+        return os.path.getsize(path)
+    return sum(os.path.getsize(os.path.join(root, name))
+               for root, _, names in os.walk(path) for name in names)
+
+
+def export_all(graph: DetectionGraph, folder: str) -> Dict[str, str]:
+    """Exports `graph` below `folder` with the code of the export CLIs.
+
+    Args:
+        graph: the graph (built `with_raw=True`, as `export.onnx` does).
+        folder: scratch folder.
+
+    Returns:
+        `{"saved_model": folder, "onnx": file}`.
+    """
+    return {"saved_model": write_saved_model(graph, os.path.join(folder, "model_savedmodel")),
+            "onnx": write_onnx(graph, os.path.join(folder, "model.onnx"), opset=DEFAULT_OPSET)}
+
+
+def runners(graph: DetectionGraph, paths: Dict[str, str]) -> Dict[str, Callable]:
+    """A callable per runtime, each taking a uint8 `[B, S, S, 3]` batch.
+
+    Args:
+        graph: the graph (its Keras model is the Keras runtime).
+        paths: `{"saved_model": folder, "onnx": file}` exported from the same graph.
+
+    Returns:
+        `{"keras", "saved_model", "onnxruntime"}` -> function of a uint8 batch.
+    """
+    serving = tf.saved_model.load(paths["saved_model"]).signatures[SERVING_KEY]
+    session = onnx_session(paths["onnx"])
+    input_name = session.get_inputs()[0].name
+
+    def keras_call(images: np.ndarray):
+        frames = tf.cast(tf.constant(images), tf.float32)
+        return nms_tf.detect(graph.model, frames, score_threshold=graph.score_threshold,
+                             iou_threshold=graph.iou_threshold,
+                             max_detections=graph.max_detections)
+
+    return {"keras": keras_call,
+            "saved_model": lambda images: serving(images=tf.constant(images)),
+            "onnxruntime": lambda images: session.run(None, {input_name: images})}
+
+
+def single_head_graph(graph: DetectionGraph, config: ExperimentConfig, classes: dict,
+                      head: str) -> DetectionGraph:
+    """A one-head detector of the same architecture with the two-head model's weights.
+
+    Args:
+        graph: the multi-head graph.
+        config: the run config.
+        classes: the run's class table.
+        head: the head to keep.
+
+    Returns:
+        The single-head `DetectionGraph`.
+
+    Raises:
+        ExportError: a weight of the single-head model has no counterpart.
+    """
+    from train.run_dir import build_detector_from_config  # pylint: disable=import-outside-toplevel  # heavy
+
+    single_config = dataclasses.replace(
+        config, data=dataclasses.replace(
+            config.data, datasets=[d for d in config.data.datasets if d.name == head]),
+        model=dataclasses.replace(config.model, head_loss_weights=None))
+    model = build_detector_from_config(single_config, {head: classes[head]})
+    source = {var.path: var for var in graph.model.weights}
+    missing = [var.path for var in model.weights if var.path not in source]
+    if missing:
+        raise ExportError(f"single-head model weights without a two-head counterpart: "
+                          f"{missing[:3]}")
+    for var in model.weights:
+        var.assign(source[var.path])
+    return DetectionGraph(model, {head: graph.class_names[head]},
+                          score_threshold=graph.score_threshold,
+                          iou_threshold=graph.iou_threshold,
+                          max_detections=graph.max_detections, with_raw=True)
+
+
+def format_report(report: dict) -> str:
+    """The benchmark as text tables."""
+    lines = [f"CPU latency, image {report['image_size']}x{report['image_size']} uint8, "
+             f"median of {report['repeats']} runs after {report['warmup']} warm-up "
+             f"({report['cpu_count']} CPUs, {report['machine']})",
+             "end to end (letterbox, model, NMS); runtimes take turns; keras = nms_tf.detect "
+             "called eagerly; onnxruntime = CPU provider, thread spinning off",
+             f"{'runtime':<13} {'batch':>5} {'median ms':>10} {'p90 ms':>9} "
+             f"{'img/s':>8} {'vs saved_model':>15}"]
+    latency = report["latency"]
+    for batch in report["batches"]:
+        base = latency["saved_model"][str(batch)]["median_ms"]
+        for runtime in ("keras", "saved_model", "onnxruntime"):
+            value = latency[runtime][str(batch)]
+            ratio = value["median_ms"] / base
+            goal = (f" (goal <= {GOAL_ONNX_VS_SAVED_MODEL})" if runtime == "onnxruntime" else "")
+            lines.append(f"{runtime:<13} {batch:>5} {value['median_ms']:>10.1f} "
+                         f"{value['p90_ms']:>9.1f} {1000.0 * batch / value['median_ms']:>8.1f} "
+                         f"{ratio:>14.2f}x{goal}")
+    lines.append("file sizes: " + ", ".join(f"{name} {size / 1e6:.1f} MB"
+                                            for name, size in report["sizes_bytes"].items()))
+    heads = report.get("single_heads")
+    if heads:
+        names = heads["heads"]
+        lines.append(f"two-head model vs {len(names)} single-head models "
+                     f"({' + '.join(names)}), median ms")
+        lines.append(f"{'runtime':<13} {'batch':>5} {'two-head':>9} "
+                     + " ".join(f"{n[:12]:>12}" for n in names)
+                     + f" {'sum':>9} {'two-head/sum':>13}")
+        for runtime, per_batch in heads["latency"].items():
+            for batch, row in per_batch.items():
+                lines.append(f"{runtime:<13} {batch:>5} {row['multi']:>9.1f} "
+                             + " ".join(f"{row[n]:>12.1f}" for n in names)
+                             + f" {row['sum']:>9.1f} {row['multi'] / row['sum']:>12.2f}x")
+    return "\n".join(lines)
+
+
+def single_head_runners(graph: DetectionGraph, config: ExperimentConfig, classes: dict,
+                        folder: str) -> Dict[str, Callable]:
+    """Exports one single-head model per head; SavedModel and ONNX Runtime callables.
+
+    Args:
+        graph: the multi-head graph.
+        config: the run config.
+        classes: the class table.
+        folder: scratch folder.
+
+    Returns:
+        `{"<runtime>:<head>": function of a uint8 batch}` for runtimes `saved_model`
+        and `onnxruntime`.
+    """
+    calls = {}
+    for head in graph.head_names:
+        sub = os.path.join(folder, head)
+        os.makedirs(sub)
+        single = single_head_graph(graph, config, classes, head)
+        head_calls = runners(single, export_all(single, sub))
+        for runtime in HEAD_RUNTIMES:
+            calls[f"{runtime}:{head}"] = head_calls[runtime]
+    return calls
+
+
+def head_table(heads: Sequence[str], latency: Dict[str, Dict[str, Dict[str, float]]],
+               batches: Sequence[int]) -> dict:
+    """The two-head vs single-head part of the report.
+
+    Args:
+        heads: head names.
+        latency: `{name: {batch: {"median_ms", ...}}}` with names `<runtime>` and
+            `<runtime>:<head>`.
+        batches: batch sizes.
+
+    Returns:
+        `{"heads": [...], "latency": {runtime: {batch: {"multi", <head>..., "sum"}}}}`.
+    """
+    table: dict = {"heads": list(heads), "latency": {}}
+    for runtime in HEAD_RUNTIMES:
+        rows = {}
+        for batch in batches:
+            row = {"multi": latency[runtime][str(batch)]["median_ms"]}
+            row.update({head: latency[f"{runtime}:{head}"][str(batch)]["median_ms"]
+                        for head in heads})
+            row["sum"] = sum(row[head] for head in heads)
+            rows[str(batch)] = row
+        table["latency"][runtime] = rows
+    return table
+
+
+def bench(run: str, *, weights: str = "best", repeats: int = 20, warmup: int = 3,
+          batches: Sequence[int] = (1, 8), single_heads: bool = True,
+          exports: Optional[Dict[str, str]] = None) -> dict:
+    """Runs the benchmark.
+
+    Args:
+        run: the run folder.
+        weights: checkpoint to use.
+        repeats: timed calls per measurement.
+        warmup: untimed calls first.
+        batches: batch sizes.
+        single_heads: also time one single-head model per head.
+        exports: `{"saved_model": folder, "onnx": file}` already exported from this run
+            and these weights; exported afresh into a temporary folder when None.
+
+    Returns:
+        The report (see `format_report`).
+
+    Raises:
+        ConfigError: bad arguments or run folder.
+    """
+    from train.run_dir import load_run  # pylint: disable=import-outside-toplevel  # heavy
+
+    if repeats < 1 or warmup < 0 or not batches or min(batches) < 1:
+        raise ConfigError("--repeats and --batches must be >= 1, --warmup >= 0")
+    if not os.path.isdir(run):
+        raise ConfigError(f"run folder {run} does not exist")
+    config, model, classes = load_run(run, weights=weights)
+    graph = graph_from_run(config, model, classes, with_raw=True)
+    size = graph.image_size
+    rng = np.random.default_rng(0)
+    inputs = {b: rng.integers(0, 256, (b, size, size, 3), np.uint8) for b in batches}
+
+    report: dict = {"run": run, "image_size": size, "repeats": repeats, "warmup": warmup,
+                    "batches": list(batches), "cpu_count": os.cpu_count(),
+                    "machine": f"{platform.machine()} {platform.processor()}".strip(),
+                    "heads": graph.head_names}
+    with tempfile.TemporaryDirectory(prefix="effdet_bench_") as folder:
+        paths = dict(exports) if exports else export_all(graph, folder)
+        calls = runners(graph, paths)
+        report["sizes_bytes"] = {"saved_model": folder_bytes(paths["saved_model"]),
+                                 "onnx": folder_bytes(paths["onnx"])}
+        for name in (f"checkpoints/{weights}.weights.h5", "checkpoints/last.weights.h5",
+                     "model.keras"):
+            if os.path.isfile(os.path.join(run, name)):
+                report["sizes_bytes"]["keras"] = folder_bytes(os.path.join(run, name))
+                break
+        compare = single_heads and len(graph.head_names) > 1
+        if compare:
+            calls.update(single_head_runners(graph, config, classes, folder))
+        latency: Dict[str, Dict[str, Dict[str, float]]] = {name: {} for name in calls}
+        for batch in batches:
+            timed = interleaved_ms({name: functools.partial(call, inputs[batch])
+                                    for name, call in calls.items()}, repeats, warmup)
+            for name, value in timed.items():
+                latency[name][str(batch)] = value
+    report["latency"] = {name: value for name, value in latency.items() if ":" not in name}
+    if compare:
+        report["single_heads"] = head_table(graph.head_names, latency, batches)
+    return report
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line parser."""
+    parser = argparse.ArgumentParser(
+        prog="python -m export.bench",
+        description="CPU latency of Keras, SavedModel and ONNX Runtime; two heads vs one.")
+    add_run_args(parser)
+    parser.add_argument("--repeats", type=int, default=20, help="timed runs (default 20)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed runs first (default 3)")
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8],
+                        help="batch sizes (default 1 8)")
+    parser.add_argument("--saved-model", default=None,
+                        help="use this SavedModel of the run instead of exporting one")
+    parser.add_argument("--onnx", default=None,
+                        help="use this .onnx file of the run instead of exporting one")
+    parser.add_argument("--no-single-heads", action="store_true",
+                        help="skip the two-head vs single-head comparison")
+    parser.add_argument("--out", default=None, help="JSON file for the results")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Runs the CLI.
+
+    Args:
+        argv: arguments (default `sys.argv[1:]`).
+
+    Returns:
+        Exit code 0.
+    """
+    args = build_parser().parse_args(argv)
+    if args.out:
+        check_output(args.out, args.overwrite)
+    if (args.saved_model is None) != (args.onnx is None):
+        raise ConfigError("give both --saved-model and --onnx, or neither")
+    exports = {"saved_model": args.saved_model, "onnx": args.onnx} if args.onnx else None
+    report = bench(args.run, weights=args.weights, repeats=args.repeats, warmup=args.warmup,
+                   batches=args.batches, single_heads=not args.no_single_heads,
+                   exports=exports)
+    print(format_report(report))
+    if args.out:
+        write_text_atomic(args.out, json.dumps(report, indent=1) + "\n")
+        print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
