@@ -121,6 +121,7 @@ class TrainConfig:
     augment: bool = True
     augment_on_device: bool = True
     patience: int = 0
+    precise_bn_steps: int = 32
     seed: int = 0
     run_dir: str = "runs/{name}"
     strategy: str = "default"

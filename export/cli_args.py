@@ -11,7 +11,7 @@ def add_run_args(parser: argparse.ArgumentParser) -> None:
         parser: the parser to extend.
     """
     parser.add_argument("--run", required=True, help="run folder")
-    parser.add_argument("--weights", default="best", choices=WEIGHT_CHOICES,
+    parser.add_argument("--weights", default="final", choices=WEIGHT_CHOICES,
                         help="checkpoint to use (default: best, falling back to last)")
 
 

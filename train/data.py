@@ -96,3 +96,12 @@ def make_val_dataset(cfg: ExperimentConfig, split: str = "val") -> tf.data.Datas
     for part in parts[1:]:
         joined = joined.concatenate(part)
     return joined.map(split_batch, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
+
+
+def clean_train_images(cfg: ExperimentConfig) -> tf.data.Dataset:
+    """Training images of every dataset, mixed, without augmentation (for precise BN)."""
+    dataset = pipeline.build_train_dataset(
+        cfg.data.datasets, image_size=cfg.data.image_size, max_boxes=cfg.data.max_boxes,
+        batch_size=cfg.train.batch_size, seed=cfg.train.seed + 1,
+        weights=cfg.data.sampling_weights, on_corrupt=cfg.data.on_corrupt, validate=False)
+    return dataset.map(lambda batch: batch["images"], num_parallel_calls=tf.data.AUTOTUNE)

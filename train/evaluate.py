@@ -126,7 +126,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m train.evaluate", description=__doc__)
     parser.add_argument("--run", required=True, help="run folder written by train.fit")
     parser.add_argument("--split", default="test", choices=("train", "val", "test"))
-    parser.add_argument("--weights", default="best", choices=("best", "last", "final"))
+    parser.add_argument("--weights", default="final", choices=("best", "last", "final"))
     args = parser.parse_args(argv)
     from train.run_dir import load_run  # pylint: disable=import-outside-toplevel  # heavy
     cfg, detector, classes = load_run(args.run, weights=args.weights)

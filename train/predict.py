@@ -138,7 +138,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("images", nargs="+", help="image files")
     parser.add_argument("--out", default=None, help="output folder (default RUN/predictions)")
     parser.add_argument("--score", type=float, default=0.3, help="minimum score drawn")
-    parser.add_argument("--weights", default="best", choices=("best", "last", "final"))
+    parser.add_argument("--weights", default="final", choices=("best", "last", "final"))
     parser.add_argument("--compose", action="store_true",
                         help="paste all images side by side into one composite first")
     args = parser.parse_args(argv)

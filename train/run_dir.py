@@ -69,12 +69,13 @@ def write_classes(run: str, classes: Dict[str, Dict[str, Any]]) -> None:
         json.dump(classes, stream, indent=1)
 
 
-def load_run(run: str, *, weights: str = "best") -> Tuple[ExperimentConfig, keras.Model,
+def load_run(run: str, *, weights: str = "final") -> Tuple[ExperimentConfig, keras.Model,
                                                           Dict[str, Dict[str, Any]]]:
     """Loads a run's config, detector and class table.
 
-    The detector is rebuilt from the config and given `checkpoints/<weights>.weights.h5`
-    (falling back to `last`), or loaded from `model.keras` when `weights="final"`.
+    `"final"` loads `model.keras`, the model at the end of training after precise BN (it
+    falls back to the last checkpoint of an unfinished run). `"best"` / `"last"` rebuild
+    the detector from the config and load `checkpoints/<weights>.weights.h5`.
 
     Args:
         run: the run folder.
@@ -98,9 +99,7 @@ def load_run(run: str, *, weights: str = "best") -> Tuple[ExperimentConfig, kera
     with open(classes_file, encoding="utf-8") as stream:
         classes = json.load(stream)
     model_file = os.path.join(run, MODEL_FILE)
-    if weights == "final":
-        if not os.path.isfile(model_file):
-            raise ConfigError(f"{run}: {MODEL_FILE} missing (training did not finish)")
+    if weights == "final" and os.path.isfile(model_file):
         return cfg, keras.saving.load_model(model_file), classes
     candidates = [os.path.join(run, "checkpoints", f"{name}.weights.h5")
                   for name in (weights, "last")]
