@@ -144,6 +144,9 @@ class MultiHeadDetector(keras.Model):  # pylint: disable=abstract-method  # Kera
         self.box_loss = box_loss
         self.freeze_backbone = freeze_backbone
         self._specs = tuple(specs)
+        # Distributed training (train/strategy.py) sets a callable summing a scalar over
+        # the replicas of a step; None: one replica (or a global SPMD step, as under JAX).
+        self.cross_replica_sum = None
         self._loss_weight_values = tuple(weights)
         self._heads = tuple(head_layers_list)
         self._head_metrics = {}
@@ -187,6 +190,13 @@ class MultiHeadDetector(keras.Model):  # pylint: disable=abstract-method  # Kera
                      training: bool = True) -> Any:
         """Sum over heads of `weight_h * (focal_h + box_h)`, each over its own examples.
 
+        Under a multi-replica step (`self.cross_replica_sum` set), every head is normalised
+        by its positives + 1 over the global batch and the value returned is this
+        replica's share of the global loss: the shares sum to the single-device loss of
+        the same global batch, as Keras expects before it sums the gradients. The tracked
+        per-head metrics are rescaled by the replica count so that their mean over the
+        replicas is the global value.
+
         Args:
             x: images; used only when `y_pred` is None.
             y: `{"boxes": [B, M, 4], "classes": [B, M], "dataset_id": [B]}`.
@@ -207,7 +217,9 @@ class MultiHeadDetector(keras.Model):  # pylint: disable=abstract-method  # Kera
         if y_pred is None:
             y_pred = self(x, training=training)
         dataset_id = ops.reshape(ops.cast(y["dataset_id"], "int32"), (-1,))
-        context: dict = {}
+        context: dict = {"cross_replica_sum": self.cross_replica_sum}
+        replicas = (1.0 if self.cross_replica_sum is None
+                    else self.cross_replica_sum(ops.convert_to_tensor(1.0, "float32")))
         total = ops.convert_to_tensor(0.0, "float32")
         for index, (spec, head) in enumerate(zip(self._specs, self._heads)):
             mask = ops.cast(dataset_id == index, "float32")
@@ -217,11 +229,12 @@ class MultiHeadDetector(keras.Model):  # pylint: disable=abstract-method  # Kera
             head_total = ops.convert_to_tensor(0.0, "float32")
             for part_name, value in parts.items():
                 head_total = head_total + value
-                self._head_metrics[f"{spec.name}_{part_name}"].update_state(value)
-            self._head_metrics[f"{spec.name}_loss"].update_state(head_total)
+                self._head_metrics[f"{spec.name}_{part_name}"].update_state(value * replicas)
+            self._head_metrics[f"{spec.name}_loss"].update_state(head_total * replicas)
             total = total + self._loss_weight_values[index] * head_total
         if self.losses:
-            total = total + ops.cast(ops.sum(ops.stack(self.losses)), "float32")
+            # Every replica adds the same regularisation: its share is 1 / replicas.
+            total = total + ops.cast(ops.sum(ops.stack(self.losses)), "float32") / replicas
         return total
 
     def decode(self, y_pred: dict) -> dict:

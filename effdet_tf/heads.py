@@ -234,7 +234,10 @@ class DetectionHead(TaskHead):  # pylint: disable=abstract-method  # add_metric 
             y_pred: `{"class_logits", "box_deltas"}` of this head.
             example_mask: float32 `[B]`, 1 for this head's examples.
             context: per-batch cache; the anchor matching is stored under `"anchor_match"`
-                so several detection heads share it.
+                so several detection heads share it. An optional `"cross_replica_sum"`
+                callable sums a scalar over the replicas of a distributed step: the
+                normaliser is then the global positives + 1, and the losses returned are
+                this replica's share of the global loss (their sum over replicas).
 
         Returns:
             `{"cls_loss": scalar, "box_loss": scalar}` (box loss already weighted).
@@ -245,7 +248,9 @@ class DetectionHead(TaskHead):  # pylint: disable=abstract-method  # add_metric 
         targets = encode_targets(self.anchors, context["anchor_match"], self.num_classes)
         mask = ops.cast(example_mask, "float32")
         positive = ops.cast(targets["positive"], "float32") * mask[:, None]          # [B, A]
-        normalizer = ops.sum(targets["num_positives"] * mask) + 1.0
+        global_sum = context.get("cross_replica_sum") or (lambda value: value)
+        normalizer = ops.stop_gradient(
+            global_sum(ops.sum(ops.cast(targets["num_positives"], "float32") * mask))) + 1.0
         anchor_weight = (1.0 - ops.cast(targets["ignore"], "float32")) * mask[:, None]
         focal = losses.focal_loss(targets["class_targets"], y_pred["class_logits"])
         cls_loss = ops.sum(focal * anchor_weight[..., None]) / normalizer

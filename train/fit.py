@@ -43,12 +43,95 @@ def _optimizer(cfg: ExperimentConfig, total_steps: int, steps_per_epoch: int):
                                 weight_decay=cfg.train.weight_decay or None, **common)
 
 
+def _distribution(cfg: ExperimentConfig):
+    """The `train.strategy` of a config, and the config this worker trains with.
+
+    A non-chief worker of a multi-worker run writes beside the chief's run folder, in
+    `<run>.worker<index>`.
+    """
+    from train.strategy import make_strategy  # pylint: disable=import-outside-toplevel
+
+    dist = make_strategy(cfg.train.strategy)
+    dist.check_batch(cfg.train.batch_size)
+    if not dist.is_chief:
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(
+            cfg.train, run_dir=f"{cfg.run_path}.worker{dist.worker_index}"))
+    return dist, cfg
+
+
 def prepare_data(cfg: ExperimentConfig) -> None:
     """Generates the embedded sample datasets when the config asks, then checks paths."""
     if cfg.data.sample_data:
         from data_pipelines.sample_data import ensure_sample_data  # pylint: disable=import-outside-toplevel
         ensure_sample_data(cfg.data.sample_data, seed=0)
     check_dataset_paths(cfg, splits=("train", "val", "test"))
+
+
+def _callbacks(cfg: ExperimentConfig, run: str, detector: Any, steps: int, resuming: bool):
+    """The training callbacks, in the order that keeps a killed run consistent.
+
+    Returns:
+        `(callbacks, checkpoint, nan_guard, throughput)`.
+    """
+    # pylint: disable=import-outside-toplevel  # keep `--help` fast
+    import keras
+
+    from train import callbacks as cbs
+
+    ckpt = cbs.DetectorCheckpoint(detector, os.path.join(run, "checkpoints"))
+    if resuming:
+        ckpt.resume_from_log(os.path.join(run, "log.csv"))
+    guard = cbs.NanGuard(steps, ckpt.last_path)
+    speed = cbs.Throughput(cfg.train.batch_size)
+    # BackupAndRestore goes last: an epoch is marked done only after its log row and
+    # checkpoints are on disk, so a kill -9 at any moment loses nothing it reports.
+    callbacks = [
+        speed, guard, ckpt,
+        keras.callbacks.CSVLogger(os.path.join(run, "log.csv"), append=resuming),
+        keras.callbacks.TensorBoard(os.path.join(run, "tensorboard"), write_graph=False),
+    ]
+    if cfg.train.patience > 0:
+        callbacks.append(keras.callbacks.EarlyStopping(patience=cfg.train.patience))
+    callbacks.append(keras.callbacks.BackupAndRestore(
+        os.path.join(run, "backup"), double_checkpoint=True, delete_checkpoint=False))
+    return callbacks, ckpt, guard, speed
+
+
+def _finish(cfg: ExperimentConfig, detector: Any, classes: Dict[str, Any],
+            summary: Dict[str, Any], *, evaluate: bool) -> Dict[str, Any]:
+    """After training: precise BN, final model, learning curves, test metrics, summary.
+
+    Returns:
+        `summary`, completed with the per-head test metrics.
+    """
+    # pylint: disable=import-outside-toplevel  # keep `--help` fast
+    from train import data as data_lib
+    from train.evaluate import evaluate_model, format_table
+    from train.plots import plot_learning_curves
+    from train.precise_bn import recalibrate_batchnorm
+    from train.run_dir import MODEL_FILE
+
+    run = summary["run"]
+    recalibrated = recalibrate_batchnorm(detector, data_lib.clean_train_images(cfg),
+                                         steps=cfg.train.precise_bn_steps)
+    if recalibrated:
+        print(f"precise BN: statistics re-estimated over {recalibrated} batches")
+    detector.save(os.path.join(run, MODEL_FILE))
+    plot_learning_curves(os.path.join(run, "log.csv"),
+                         os.path.join(run, "plots", "learning_curves.png"))
+    if evaluate:
+        metrics = evaluate_model(detector, cfg, classes, split="test",
+                                 out_dir=os.path.join(run, "eval_test"))
+        summary["metrics"] = {h: {k: v for k, v in m.items() if k != "summary"}
+                              for h, m in metrics.items()}
+        print(format_table(metrics, "test"))
+    with open(os.path.join(run, "summary.json"), "w", encoding="utf-8") as stream:
+        json.dump(summary, stream, indent=1)
+    speed = summary["images_per_second"]
+    speed_text = f"{speed:.1f} img/s after warm-up" if speed else "too few steps to time"
+    print(f"trained {summary['epochs_run']} epochs in {summary['train_seconds']:.0f} s "
+          f"({speed_text}); everything is in {run}")
+    return summary
 
 
 def run_training(cfg: ExperimentConfig, *, overwrite: bool = False, evaluate: bool = True,
@@ -69,20 +152,12 @@ def run_training(cfg: ExperimentConfig, *, overwrite: bool = False, evaluate: bo
     """
     # pylint: disable=import-outside-toplevel,too-many-locals  # heavy imports after arg checks
     prepare_data(cfg)
-    from train.strategy import make_strategy
-    dist = make_strategy(cfg.train.strategy)  # before TF sets up its devices
-    dist.check_batch(cfg.train.batch_size)
-    if not dist.is_chief:  # a non-chief worker writes beside the chief's folder
-        cfg = dataclasses.replace(cfg, train=dataclasses.replace(
-            cfg.train, run_dir=f"{cfg.run_path}.worker{dist.worker_index}"))
+    dist, cfg = _distribution(cfg)  # before TF sets up its devices
     import keras
 
     from effdet_tf.detector import build_detector
-    from train import callbacks as cbs
     from train import data as data_lib
-    from train.evaluate import evaluate_model, format_table
-    from train.plots import plot_learning_curves
-    from train.run_dir import MODEL_FILE, prepare_run_dir, write_classes
+    from train.run_dir import prepare_run_dir, write_classes
     from train.trainer import DetectorTrainer
 
     run, resuming = prepare_run_dir(cfg, overwrite=overwrite)
@@ -116,54 +191,24 @@ def run_training(cfg: ExperimentConfig, *, overwrite: bool = False, evaluate: bo
         trainer(keras.ops.zeros((1, size, size, 3)))
         # Optimizer variables made before fit: TF then traces the train step once, not twice.
         trainer.optimizer.build(trainer.trainable_variables)
-    ckpt = cbs.DetectorCheckpoint(detector, os.path.join(run, "checkpoints"))
-    if resuming:
-        ckpt.resume_from_log(os.path.join(run, "log.csv"))
-    guard = cbs.NanGuard(steps, ckpt.last_path)
-    speed = cbs.Throughput(cfg.train.batch_size)
-    # BackupAndRestore goes last: an epoch is marked done only after its log row and
-    # checkpoints are on disk, so a kill -9 at any moment loses nothing it reports.
-    callbacks = [
-        speed, guard, ckpt,
-        keras.callbacks.CSVLogger(os.path.join(run, "log.csv"), append=resuming),
-        keras.callbacks.TensorBoard(os.path.join(run, "tensorboard"), write_graph=False),
-    ]
-    if cfg.train.patience > 0:
-        callbacks.append(keras.callbacks.EarlyStopping(patience=cfg.train.patience))
-    callbacks.append(keras.callbacks.BackupAndRestore(
-        os.path.join(run, "backup"), double_checkpoint=True, delete_checkpoint=False))
+    callbacks, ckpt, guard, speed = _callbacks(cfg, run, detector, steps, resuming)
     start = time.perf_counter()
     # tf.distribute splits each global batch over the replicas; across workers the
     # datasets are sharded by DATA (see train.strategy.Distribution.shard).
-    history = trainer.fit(dist.shard(data_lib.make_train_dataset(cfg, on_device=on_device)),
-                          epochs=cfg.train.epochs, steps_per_epoch=steps,
-                          validation_data=dist.shard(data_lib.make_val_dataset(cfg)),
-                          callbacks=callbacks, verbose=verbose, shuffle=False)
+    with dist.fit_scope(trainer):
+        history = trainer.fit(
+            dist.shard(data_lib.make_train_dataset(cfg, on_device=on_device)),
+            epochs=cfg.train.epochs, steps_per_epoch=steps,
+            validation_data=dist.shard(data_lib.make_val_dataset(cfg)),
+            callbacks=callbacks, verbose=verbose, shuffle=False)
     seconds = time.perf_counter() - start
     if guard.failure:
         raise TrainingError(guard.failure)
-    epochs_run = len(history.history.get("loss", []))
-    images_per_second = speed.images_per_second
-    detector.save(os.path.join(run, MODEL_FILE))
-    plot_learning_curves(os.path.join(run, "log.csv"), os.path.join(run, "plots",
-                                                                     "learning_curves.png"))
-    summary: Dict[str, Any] = {"run": run, "train_seconds": round(seconds, 1),
-                               "epochs_run": epochs_run, "steps_per_epoch": steps,
-                               "images_per_second": round(images_per_second, 2),
-                               "best_epoch": ckpt.best_epoch}
-    if evaluate:
-        metrics = evaluate_model(detector, cfg, classes, split="test",
-                                 out_dir=os.path.join(run, "eval_test"))
-        summary["metrics"] = {h: {k: v for k, v in m.items() if k != "summary"}
-                              for h, m in metrics.items()}
-        print(format_table(metrics, "test"))
-    with open(os.path.join(run, "summary.json"), "w", encoding="utf-8") as stream:
-        json.dump(summary, stream, indent=1)
-    speed_text = (f"{images_per_second:.1f} img/s after warm-up" if images_per_second
-                  else "too few steps to time")
-    print(f"trained {epochs_run} epochs in {seconds:.0f} s ({speed_text}); "
-          f"everything is in {run}")
-    return summary
+    summary: Dict[str, Any] = {
+        "run": run, "train_seconds": round(seconds, 1),
+        "epochs_run": len(history.history.get("loss", [])), "steps_per_epoch": steps,
+        "images_per_second": round(speed.images_per_second, 2), "best_epoch": ckpt.best_epoch}
+    return _finish(cfg, detector, classes, summary, evaluate=evaluate)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -86,6 +86,16 @@ class ReplicaSeeded:
         return self.augmenter(batch, seed)
 
 
+def _logs_with_axis(step: Callable) -> Callable:
+    """Wraps a Keras step so that its scalar logs have shape `[1]`."""
+
+    def step_with_axis(*args):
+        return {key: tf.reshape(value, [1]) if value.shape.rank == 0 else value
+                for key, value in step(*args).items()}
+
+    return step_with_axis
+
+
 @dataclasses.dataclass
 class Distribution:
     """A strategy as `run_training` uses it.
@@ -140,6 +150,35 @@ class Distribution:
             raise ConfigError(
                 f"train.batch_size={batch_size} is the global batch; with strategy "
                 f"{self.name!r} it must be a multiple of the {self.num_replicas} replicas")
+
+    def fit_scope(self, trainer: Any):
+        """Context to run `trainer.fit` in.
+
+        Works around two faults of Keras 3.15's TF trainer under
+        `MultiWorkerMirroredStrategy` (tensorflow/tensorflow#72388); for every other
+        strategy this is a no-op:
+
+        * when a model was made under a strategy, `fit` first reduces one input batch
+          over the replicas to build the model symbolically, and the multi-worker
+          `reduce` rejects dict batches. The trainer is already built here, so `fit`
+          runs inside the strategy's scope instead, where Keras takes the same strategy
+          from the scope and skips that build;
+        * the step's logs are reduced with `reduce("MEAN", value, axis=0)`, which fails
+          on scalars: the train and test steps return them with a leading axis of 1,
+          and that reduction gives the scalar mean over every replica.
+
+        Args:
+            trainer: the built and compiled `DetectorTrainer`.
+
+        Returns:
+            A context manager.
+        """
+        if self.name != "multiworker":
+            return contextlib.nullcontext()
+        trainer._distribute_strategy = None  # pylint: disable=protected-access
+        trainer.train_step = _logs_with_axis(trainer.train_step)
+        trainer.test_step = _logs_with_axis(trainer.test_step)
+        return self.strategy.scope()
 
     @staticmethod
     def shard(dataset: tf.data.Dataset) -> tf.data.Dataset:
