@@ -43,7 +43,6 @@ CLIS: Tuple[Tuple[str, str, Tuple[str, ...]], ...] = (
     ("python -m train.compare", "train.compare", ()),
     ("python -m export.saved_model", "export.saved_model", ()),
     ("python -m export.onnx", "export.onnx", ()),
-    ("python -m export.tflite", "export.tflite", ()),
     ("python -m export.verify", "export.verify", ()),
     ("python -m export.bench", "export.bench", ()),
 )
