@@ -80,6 +80,10 @@ def test_summarise_verdict(tmp_path):
     results = {"two_head": [_run(0.50, 0.30)], "a": [_run(0.51, 0.0)], "b": [_run(0.0, 0.40)]}
     table = summarise(results, ["a", "b"])
     assert table["a"]["within_noise"] and not table["b"]["within_noise"]
-    assert table["b"]["diff_AP"] == pytest.approx(-0.10)
+    assert table["b"]["diff_AP"] == pytest.approx(-0.10) and not table["b"]["matches"]
     text = markdown(table, _cfg(tmp_path), [0])
-    assert "| a | 0.510 | 0.500 | -0.010 |" in text and "| no (" in text
+    assert "| a | 0.510 | 0.500 | -0.010 |" in text and "| two-head WORSE (" in text
+    better = summarise({"two_head": [_run(0.6, 0.3)], "a": [_run(0.5, 0)], "b": [_run(0, 0.3)]},
+                       ["a", "b"])
+    assert better["a"]["verdict"] == "two-head better" and better["a"]["matches"]
+    assert better["b"]["verdict"] == "matches (within noise)"

@@ -107,7 +107,12 @@ def summarise(results: Dict[str, List[Dict[str, Any]]], heads: Sequence[str]) ->
         else:
             noise = SINGLE_SEED_TOLERANCE
             rule = f"abs(diff) <= {noise} AP (one seed)"
-        row.update(diff_AP=diff, within_noise=abs(diff) <= noise, rule=rule,
+        if abs(diff) <= noise:
+            verdict = "matches (within noise)"
+        else:
+            verdict = "two-head better" if diff > 0 else "two-head WORSE"
+        row.update(diff_AP=diff, within_noise=abs(diff) <= noise, matches=diff >= -noise,
+                   verdict=verdict, rule=rule,
                    diff_AP50=row["two_head_AP50"]["mean"] - row["single_AP50"]["mean"])
         table[head] = row
     return table
@@ -123,15 +128,15 @@ def markdown(table: Dict[str, Any], cfg: ExperimentConfig, seeds: Sequence[int])
              f"{cfg.model.backbone_weights or 'random init'}.", "",
              "| dataset | single-head AP | two-head AP | diff AP | single-head AP50 | "
              "two-head AP50 | diff AP50 | params single / two-head | ms single / two-head "
-             "(CPU, batch 1) | within noise? |",
+             "(CPU, batch 1) | two-head vs single-head |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for head, row in table.items():
-        verdict = "yes" if row["within_noise"] else "no"
         lines.append(
             f"| {head} | {fmt(row['single_AP'])} | {fmt(row['two_head_AP'])} | "
             f"{row['diff_AP']:+.3f} | {fmt(row['single_AP50'])} | {fmt(row['two_head_AP50'])} | "
             f"{row['diff_AP50']:+.3f} | {row['single_params']:,} / {row['two_head_params']:,} | "
-            f"{row['single_ms']:.0f} / {row['two_head_ms']:.0f} | {verdict} ({row['rule']}) |")
+            f"{row['single_ms']:.0f} / {row['two_head_ms']:.0f} | "
+            f"{row['verdict']} ({row['rule']}) |")
     return "\n".join(lines) + "\n"
 
 
@@ -153,7 +158,9 @@ def bar_chart(table: Dict[str, Any], png: str) -> None:
             ax.bar(xs + offset, means, 0.4, yerr=stds, capsize=4, label=label)
         ax.set_xticks(xs, heads)
         ax.set_ylabel(f"test {key}")
-        ax.set_ylim(0, 1)
+        top = max(table[h][f"{k}_{key}"]["mean"] + table[h][f"{k}_{key}"]["std"]
+                  for h in heads for k in ("single", "two_head"))
+        ax.set_ylim(0, min(1.0, max(0.05, 1.25 * top)))
         ax.grid(axis="y", alpha=0.3)
         ax.legend()
     fig.suptitle("Two-head model vs single-head models (COCO, test splits)")
