@@ -14,6 +14,7 @@ import time
 import pytest
 
 from effdet_tf.errors import ConfigError
+from tests.backbones import tiny_backbone
 from tests.conftest import REPO_ROOT
 
 SIZE = 128
@@ -26,17 +27,7 @@ TINY_MODEL = ["model.fpn_channels=16", "model.fpn_cells=1", "model.head_layers=1
 
 def _tiny_backbone(size=SIZE):
     """A fast stand-in backbone: [C3, C4, C5] at strides 8/16/32."""
-    import keras  # pylint: disable=import-outside-toplevel
-
-    inputs = keras.Input((size, size, 3))
-    x = inputs
-    outputs = []
-    for i, channels in enumerate((8, 8, 16, 16, 32)):
-        x = keras.layers.Conv2D(channels, 3, strides=2, padding="same", activation="relu",
-                                name=f"tiny_conv{i}")(x)
-        if i >= 2:
-            outputs.append(x)
-    return keras.Model(inputs, outputs, name="tiny")
+    return tiny_backbone(input_shape=(size, size, 3), channels=(8, 8, 16, 16, 32), name="tiny")
 
 
 def _split_cpu(count=2):

@@ -22,24 +22,12 @@ from export import saved_model as sm_export
 from export import verify as verify_cli
 from export.graph import graph_from_run, letterbox_batch
 from export.io import atomic_output
+from tests.backbones import tiny_backbone
 
 IMAGE_SIZE = 128
 MAX_DETECTIONS = 6
 CLASSES = {"fruits": {"names": ["apple", "banana", "orange"], "category_ids": [1, 2, 3]},
            "household": {"names": ["curtain", "pot"], "category_ids": [5, 7]}}
-
-
-def tiny_backbone(*, input_shape=(None, None, 3)) -> keras.Model:
-    """A 5-conv stand-in for CSPDarknet53 with outputs at strides 8, 16, 32."""
-    inputs = keras.Input(input_shape)
-    x = inputs
-    features = []
-    for i, channels in enumerate((8, 16, 16, 24, 32)):
-        x = keras.layers.Conv2D(channels, 3, strides=2, padding="same", activation="relu",
-                                name=f"tiny_conv{i}")(x)
-        if i >= 2:
-            features.append(x)
-    return keras.Model(inputs, features, name="tiny_backbone")
 
 
 def make_config():

@@ -6,7 +6,7 @@ that split counted (images with no detection included), with pycocotools.
 import argparse
 import json
 import os
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from tqdm import tqdm
@@ -39,7 +39,7 @@ def to_original_xywh(boxes: np.ndarray, scale: float, pad: np.ndarray,
 
 
 def predict_head(detector: Any, cfg: ExperimentConfig, dataset_id: int, split: str,
-                 category_ids: List[int]) -> List[Dict[str, Any]]:
+                 category_ids: List[int]) -> Tuple[List[Dict[str, Any]], Any]:
     """Runs the detector over one dataset's split; returns COCO-style detections of its head.
 
     Args:
@@ -50,7 +50,8 @@ def predict_head(detector: Any, cfg: ExperimentConfig, dataset_id: int, split: s
         category_ids: COCO category id of each class index of the head.
 
     Returns:
-        Detections `{image_id, category_id, bbox, score}` in original pixels.
+        `(detections, source)`: detections `{image_id, category_id, bbox, score}` in
+        original pixels, and the dataset's `CocoSource` (its ground truth).
     """
     from effdet_tf import nms_tf  # pylint: disable=import-outside-toplevel  # TF-only module
 
@@ -77,7 +78,7 @@ def predict_head(detector: Any, cfg: ExperimentConfig, dataset_id: int, split: s
                                        "bbox": [round(float(v), 2) for v in box],
                                        "score": round(float(score), 5)})
             progress.update(len(meta["image_id"]))
-    return detections
+    return detections, source
 
 
 def evaluate_model(detector: Any, cfg: ExperimentConfig, classes: Dict[str, Dict[str, Any]],
@@ -96,8 +97,8 @@ def evaluate_model(detector: Any, cfg: ExperimentConfig, classes: Dict[str, Dict
     """
     results: Dict[str, Any] = {}
     for i, head in enumerate(cfg.head_names):
-        detections = predict_head(detector, cfg, i, split, classes[head]["category_ids"])
-        _, source = eval_dataset(cfg, i, split)
+        detections, source = predict_head(detector, cfg, i, split,
+                                           classes[head]["category_ids"])
         results[head] = evaluate_detections(
             source.coco, detections, class_names=classes[head]["names"],
             category_ids=classes[head]["category_ids"], out_dir=out_dir,

@@ -1,0 +1,30 @@
+"""A fast stand-in for CSPDarknet53 shared by the tests that need many model builds."""
+
+
+from typing import Any, Sequence
+
+
+def tiny_backbone(*, input_shape: Sequence[Any] = (None, None, 3),
+                  channels: Sequence[int] = (8, 16, 16, 24, 32),
+                  name: str = "tiny_backbone") -> Any:
+    """Five stride-2 convs; outputs [C3, C4, C5] at strides 8, 16 and 32.
+
+    Args:
+        input_shape: model input shape.
+        channels: filters of the five convolutions.
+        name: model name.
+
+    Returns:
+        A keras.Model with three outputs.
+    """
+    import keras  # pylint: disable=import-outside-toplevel  # imported where the backend is set
+
+    inputs = keras.Input(input_shape)
+    x = inputs
+    features = []
+    for i, width in enumerate(channels):
+        x = keras.layers.Conv2D(width, 3, strides=2, padding="same", activation="relu",
+                                name=f"tiny_conv{i}")(x)
+        if i >= 2:
+            features.append(x)
+    return keras.Model(inputs, features, name=name)
