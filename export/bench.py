@@ -2,8 +2,8 @@
 
 Usage:
     python -m export.bench --run RUN_DIR [--repeats N] [--warmup N] [--batches 1 8]
-        [--weights best|last|final] [--out JSON] [--overwrite] [--no-single-heads]
-        [--saved-model DIR --onnx FILE.onnx]
+        [--weights final|best|last] [--image-size S] [--out JSON] [--overwrite]
+        [--no-single-heads] [--profile] [--saved-model DIR --onnx FILE.onnx]
 
 The SavedModel and ONNX file are exported into a temporary folder with the same code
 as `export.saved_model` and `export.onnx` (or given with `--saved-model`/`--onnx`).
@@ -13,6 +13,11 @@ uint8 `S x S` images, end to end (letterbox, model, decoding, NMS). Keras is
 is compared with single-head models of the same architecture holding the same weights
 (backbone, BiFPN and that head), so the sum of their latencies is what serving both
 datasets with separate models would cost.
+
+`--profile` adds where ONNX Runtime spends its time (convolutions, Mish, layout
+reorders, NMS; `export.onnx_profile`) and times `onnx_relu_floor`, the ONNX file with
+every Mish replaced by a ReLU fused into its convolution: no Mish in ONNX Runtime can be
+faster, so it bounds what rewriting Mish could still win.
 """
 import argparse
 import dataclasses
@@ -31,15 +36,15 @@ import tensorflow as tf
 from effdet_tf import nms_tf
 from effdet_tf.cli import run_cli
 from effdet_tf.config import ExperimentConfig
-from effdet_tf.errors import ConfigError, ExportError
+from effdet_tf.errors import ConfigError
+from export.bench_report import HEAD_RUNTIMES, format_report, head_table
 from export.cli_args import add_run_args
-from export.graph import DetectionGraph, graph_from_run
+from export.graph import (DetectionGraph, copy_weights, graph_from_run, load_run_checked,
+                          resize_detector)
 from export.io import check_output, write_text_atomic
 from export.onnx import DEFAULT_OPSET, onnx_session, write_onnx
+from export.onnx_profile import profile_onnx, write_relu_floor
 from export.saved_model import SERVING_KEY, write_saved_model
-
-GOAL_ONNX_VS_SAVED_MODEL = 0.7
-HEAD_RUNTIMES = ("saved_model", "onnxruntime")
 
 
 def interleaved_ms(calls: Dict[str, Callable[[], object]], repeats: int,
@@ -139,57 +144,15 @@ def single_head_graph(graph: DetectionGraph, config: ExperimentConfig, classes: 
 
     single_config = dataclasses.replace(
         config, data=dataclasses.replace(
-            config.data, datasets=[d for d in config.data.datasets if d.name == head]),
+            config.data, datasets=[d for d in config.data.datasets if d.name == head],
+            image_size=graph.image_size),
         model=dataclasses.replace(config.model, head_loss_weights=None))
     model = build_detector_from_config(single_config, {head: classes[head]})
-    source = {var.path: var for var in graph.model.weights}
-    missing = [var.path for var in model.weights if var.path not in source]
-    if missing:
-        raise ExportError(f"single-head model weights without a two-head counterpart: "
-                          f"{missing[:3]}")
-    for var in model.weights:
-        var.assign(source[var.path])
+    copy_weights(graph.model, model)
     return DetectionGraph(model, {head: graph.class_names[head]},
                           score_threshold=graph.score_threshold,
                           iou_threshold=graph.iou_threshold,
                           max_detections=graph.max_detections, with_raw=True)
-
-
-def format_report(report: dict) -> str:
-    """The benchmark as text tables."""
-    lines = [f"CPU latency, image {report['image_size']}x{report['image_size']} uint8, "
-             f"median of {report['repeats']} runs after {report['warmup']} warm-up "
-             f"({report['cpu_count']} CPUs, {report['machine']})",
-             "end to end (letterbox, model, NMS); runtimes take turns; keras = nms_tf.detect "
-             "called eagerly; onnxruntime = CPU provider, thread spinning off",
-             f"{'runtime':<13} {'batch':>5} {'median ms':>10} {'p90 ms':>9} "
-             f"{'img/s':>8} {'vs saved_model':>15}"]
-    latency = report["latency"]
-    for batch in report["batches"]:
-        base = latency["saved_model"][str(batch)]["median_ms"]
-        for runtime in ("keras", "saved_model", "onnxruntime"):
-            value = latency[runtime][str(batch)]
-            ratio = value["median_ms"] / base
-            goal = (f" (goal <= {GOAL_ONNX_VS_SAVED_MODEL})" if runtime == "onnxruntime" else "")
-            lines.append(f"{runtime:<13} {batch:>5} {value['median_ms']:>10.1f} "
-                         f"{value['p90_ms']:>9.1f} {1000.0 * batch / value['median_ms']:>8.1f} "
-                         f"{ratio:>14.2f}x{goal}")
-    lines.append("file sizes: " + ", ".join(f"{name} {size / 1e6:.1f} MB"
-                                            for name, size in report["sizes_bytes"].items()))
-    heads = report.get("single_heads")
-    if heads:
-        names = heads["heads"]
-        lines.append(f"two-head model vs {len(names)} single-head models "
-                     f"({' + '.join(names)}), median ms")
-        lines.append(f"{'runtime':<13} {'batch':>5} {'two-head':>9} "
-                     + " ".join(f"{n[:12]:>12}" for n in names)
-                     + f" {'sum':>9} {'two-head/sum':>13}")
-        for runtime, per_batch in heads["latency"].items():
-            for batch, row in per_batch.items():
-                lines.append(f"{runtime:<13} {batch:>5} {row['multi']:>9.1f} "
-                             + " ".join(f"{row[n]:>12.1f}" for n in names)
-                             + f" {row['sum']:>9.1f} {row['multi'] / row['sum']:>12.2f}x")
-    return "\n".join(lines)
 
 
 def single_head_runners(graph: DetectionGraph, config: ExperimentConfig, classes: dict,
@@ -217,35 +180,30 @@ def single_head_runners(graph: DetectionGraph, config: ExperimentConfig, classes
     return calls
 
 
-def head_table(heads: Sequence[str], latency: Dict[str, Dict[str, Dict[str, float]]],
-               batches: Sequence[int]) -> dict:
-    """The two-head vs single-head part of the report.
+def add_floor(calls: Dict[str, Callable], onnx_path: str, folder: str) -> int:
+    """Adds the `onnx_relu_floor` runtime (see the module docstring) to `calls`.
 
     Args:
-        heads: head names.
-        latency: `{name: {batch: {"median_ms", ...}}}` with names `<runtime>` and
-            `<runtime>:<head>`.
-        batches: batch sizes.
+        calls: runtime name -> function of a uint8 batch; extended in place.
+        onnx_path: the exported ONNX file.
+        folder: scratch folder for the floor's copy.
 
     Returns:
-        `{"heads": [...], "latency": {runtime: {batch: {"multi", <head>..., "sum"}}}}`.
+        How many Mish activations the copy replaces (0: no runtime added).
     """
-    table: dict = {"heads": list(heads), "latency": {}}
-    for runtime in HEAD_RUNTIMES:
-        rows = {}
-        for batch in batches:
-            row = {"multi": latency[runtime][str(batch)]["median_ms"]}
-            row.update({head: latency[f"{runtime}:{head}"][str(batch)]["median_ms"]
-                        for head in heads})
-            row["sum"] = sum(row[head] for head in heads)
-            rows[str(batch)] = row
-        table["latency"][runtime] = rows
-    return table
+    floor_path = os.path.join(folder, "relu_floor.onnx")
+    replaced = write_relu_floor(onnx_path, floor_path)
+    if replaced:
+        session = onnx_session(floor_path)
+        name = session.get_inputs()[0].name
+        calls["onnx_relu_floor"] = lambda images: session.run(None, {name: images})
+    return replaced
 
 
-def bench(run: str, *, weights: str = "best", repeats: int = 20, warmup: int = 3,
+def bench(run: str, *, weights: str = "final", repeats: int = 20, warmup: int = 3,
           batches: Sequence[int] = (1, 8), single_heads: bool = True,
-          exports: Optional[Dict[str, str]] = None) -> dict:
+          exports: Optional[Dict[str, str]] = None, image_size: Optional[int] = None,
+          profile: bool = False) -> dict:
     """Runs the benchmark.
 
     Args:
@@ -257,6 +215,9 @@ def bench(run: str, *, weights: str = "best", repeats: int = 20, warmup: int = 3
         single_heads: also time one single-head model per head.
         exports: `{"saved_model": folder, "onnx": file}` already exported from this run
             and these weights; exported afresh into a temporary folder when None.
+        image_size: benchmark at this input side (a multiple of 128) instead of the
+            run's; given exports must have been made at it.
+        profile: add the ONNX Runtime profile and the `onnx_relu_floor` runtime.
 
     Returns:
         The report (see `format_report`).
@@ -264,13 +225,11 @@ def bench(run: str, *, weights: str = "best", repeats: int = 20, warmup: int = 3
     Raises:
         ConfigError: bad arguments or run folder.
     """
-    from train.run_dir import load_run  # pylint: disable=import-outside-toplevel  # heavy
-
     if repeats < 1 or warmup < 0 or not batches or min(batches) < 1:
         raise ConfigError("--repeats and --batches must be >= 1, --warmup >= 0")
-    if not os.path.isdir(run):
-        raise ConfigError(f"run folder {run} does not exist")
-    config, model, classes = load_run(run, weights=weights)
+    config, model, classes = load_run_checked(run, weights)
+    if image_size is not None:
+        config, model = resize_detector(config, model, classes, image_size)
     graph = graph_from_run(config, model, classes, with_raw=True)
     size = graph.image_size
     rng = np.random.default_rng(0)
@@ -290,6 +249,11 @@ def bench(run: str, *, weights: str = "best", repeats: int = 20, warmup: int = 3
             if os.path.isfile(os.path.join(run, name)):
                 report["sizes_bytes"]["keras"] = folder_bytes(os.path.join(run, name))
                 break
+        if profile:
+            report["floor_replaced"] = add_floor(calls, paths["onnx"], folder)
+            report["profile"] = {str(b): profile_onnx(paths["onnx"], inputs[b],
+                                                      runs=min(repeats, 3), scratch=folder)
+                                 for b in batches}
         compare = single_heads and len(graph.head_names) > 1
         if compare:
             calls.update(single_head_runners(graph, config, classes, folder))
@@ -321,6 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="use this .onnx file of the run instead of exporting one")
     parser.add_argument("--no-single-heads", action="store_true",
                         help="skip the two-head vs single-head comparison")
+    parser.add_argument("--profile", action="store_true",
+                        help="add ONNX Runtime's time per operation group and the "
+                             "onnx_relu_floor lower bound")
     parser.add_argument("--out", default=None, help="JSON file for the results")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     return parser
@@ -343,7 +310,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     exports = {"saved_model": args.saved_model, "onnx": args.onnx} if args.onnx else None
     report = bench(args.run, weights=args.weights, repeats=args.repeats, warmup=args.warmup,
                    batches=args.batches, single_heads=not args.no_single_heads,
-                   exports=exports)
+                   exports=exports, image_size=args.image_size, profile=args.profile)
     print(format_report(report))
     if args.out:
         write_text_atomic(args.out, json.dumps(report, indent=1) + "\n")

@@ -5,14 +5,18 @@ from export.graph import WEIGHT_CHOICES
 
 
 def add_run_args(parser: argparse.ArgumentParser) -> None:
-    """Adds `--run` and `--weights`.
+    """Adds `--run`, `--weights` and `--image-size`.
 
     Args:
         parser: the parser to extend.
     """
     parser.add_argument("--run", required=True, help="run folder")
     parser.add_argument("--weights", default="final", choices=WEIGHT_CHOICES,
-                        help="checkpoint to use (default: best, falling back to last)")
+                        help="final = model.keras at the end of training (default; falls "
+                             "back to the last checkpoint), best or last checkpoint")
+    parser.add_argument("--image-size", type=int, default=None,
+                        help="input side to export at, a multiple of 128 "
+                             "(default: the side the run was trained at)")
 
 
 def add_output_args(parser: argparse.ArgumentParser, what: str) -> None:

@@ -5,14 +5,15 @@ goes into the SavedModel and, through tf2onnx, into ONNX. Letterboxing repeats t
 arithmetic of `data_pipelines.decode.letterbox` (centred, pad value 114, bilinear,
 rounded to integers) on a whole batch; `tests/test_export.py` checks they agree.
 """
+import dataclasses
 import os
-from typing import Any, Dict, List, Mapping, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import tensorflow as tf
 
 from data_pipelines.decode import PAD_VALUE, letterbox_geometry
 from effdet_tf import nms_tf
-from effdet_tf.errors import ConfigError
+from effdet_tf.errors import ConfigError, ExportError
 
 IMAGES_KEY = "images"
 RAW_KEYS = ("class_logits", "box_deltas")
@@ -203,8 +204,63 @@ def graph_from_run(config: Any, model: Any, classes: Mapping[str, Mapping], *,
         max_detections=config.eval.max_detections, with_names=with_names, with_raw=with_raw)
 
 
+def copy_weights(source: Any, target: Any) -> None:
+    """Copies every weight of `target` from the weight of `source` with the same path.
+
+    Args:
+        source: a built Keras model holding the weights.
+        target: a built Keras model of the same architecture (or a part of it: fewer
+            heads, another input size).
+
+    Raises:
+        ExportError: a weight of `target` has no counterpart of the same shape.
+    """
+    weights = {var.path: var for var in source.weights}
+    missing = [var.path for var in target.weights
+               if var.path not in weights or tuple(weights[var.path].shape) != tuple(var.shape)]
+    if missing:
+        raise ExportError(f"{len(missing)} weight(s) without a counterpart of the same shape, "
+                          f"e.g. {missing[:3]}")
+    for var in target.weights:
+        var.assign(weights[var.path])
+
+
+def resize_detector(config: Any, model: Any, classes: Mapping[str, Mapping],
+                    image_size: int) -> Tuple[Any, Any]:
+    """The run's detector rebuilt for another square input side, holding the same weights.
+
+    The detector is fully convolutional; only the anchors and the letterbox size depend
+    on the side, so a model trained at 512 can be exported at 640 (or at 128 for a quick
+    check).
+
+    Args:
+        config: the run's `ExperimentConfig`.
+        model: its loaded detector.
+        classes: `{head: {"names": [...], ...}}`.
+        image_size: the new side, a positive multiple of 128.
+
+    Returns:
+        `(config, model)` for the new side (the inputs when the side is unchanged).
+
+    Raises:
+        ConfigError: the side is not a positive multiple of 128.
+    """
+    from train.run_dir import build_detector_from_config  # pylint: disable=import-outside-toplevel  # heavy
+
+    if image_size == int(model.image_size):
+        return config, model
+    if image_size <= 0 or image_size % 128:
+        raise ConfigError(f"--image-size must be a positive multiple of 128, got {image_size}")
+    config = dataclasses.replace(config, data=dataclasses.replace(config.data,
+                                                                  image_size=image_size))
+    resized = build_detector_from_config(config, classes)
+    copy_weights(model, resized)
+    return config, resized
+
+
 def load_graph(run: str, *, weights: str = "best", with_names: bool = True,
-               with_raw: bool = False) -> Tuple[DetectionGraph, dict]:
+               with_raw: bool = False,
+               image_size: Optional[int] = None) -> Tuple[DetectionGraph, dict]:
     """Loads a run folder and wraps its detector for export.
 
     Args:
@@ -212,12 +268,35 @@ def load_graph(run: str, *, weights: str = "best", with_names: bool = True,
         weights: "best" (falls back to "last"), "last" or "final" (`model.keras`).
         with_names: see `DetectionGraph`.
         with_raw: see `DetectionGraph`.
+        image_size: export at this input side instead of the trained one (a multiple of
+            128); None keeps the run's.
 
     Returns:
         `(graph, classes)` with `classes` the run's `classes.json` table.
 
     Raises:
-        ConfigError: no such folder, or it lacks a config, classes or weights.
+        ConfigError: no such folder, it lacks a config, classes or weights, or a bad
+            `image_size`.
+    """
+    config, model, classes = load_run_checked(run, weights)
+    if image_size is not None:
+        config, model = resize_detector(config, model, classes, image_size)
+    return graph_from_run(config, model, classes, with_names=with_names,
+                          with_raw=with_raw), classes
+
+
+def load_run_checked(run: str, weights: str) -> Tuple[Any, Any, dict]:
+    """`train.run_dir.load_run` with the checks the export CLIs need.
+
+    Args:
+        run: the run folder.
+        weights: one of `WEIGHT_CHOICES`.
+
+    Returns:
+        `(config, model, classes)`.
+
+    Raises:
+        ConfigError: bad `weights`, no such folder, or no classes for a head.
     """
     from train.run_dir import load_run  # pylint: disable=import-outside-toplevel  # builds Keras
 
@@ -229,5 +308,4 @@ def load_graph(run: str, *, weights: str = "best", with_names: bool = True,
     missing = [head for head in model.head_names if head not in classes]
     if missing:
         raise ConfigError(f"{run}: classes.json has no entry for head(s) {missing}")
-    return graph_from_run(config, model, classes, with_names=with_names,
-                          with_raw=with_raw), classes
+    return config, model, classes

@@ -60,6 +60,17 @@ def check_opset(opset: int) -> None:
                           f"opsets {opsets.start}..{opsets.stop - 1}")
 
 
+def session_options():
+    """The `onnxruntime.SessionOptions` every session here uses (quiet, no spinning)."""
+    import onnxruntime as ort  # pylint: disable=import-outside-toplevel  # optional runtime
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    # Spinning worker threads cost far more than they save on a shared or busy CPU.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
 def onnx_session(path: str):
     """Opens an ONNX file in ONNX Runtime on the CPU.
 
@@ -71,11 +82,8 @@ def onnx_session(path: str):
     """
     import onnxruntime as ort  # pylint: disable=import-outside-toplevel  # optional runtime
 
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    # Spinning worker threads cost far more than they save on a shared or busy CPU.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(path, sess_options=options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(path, sess_options=session_options(),
+                                providers=["CPUExecutionProvider"])
 
 
 def smoke_test(path: str, graph: DetectionGraph) -> None:
@@ -159,22 +167,24 @@ def write_onnx(graph: DetectionGraph, out: str, *, opset: int = DEFAULT_OPSET,
     return out
 
 
-def export_onnx(run: str, out: str, *, opset: int = DEFAULT_OPSET, weights: str = "best",
-                overwrite: bool = False) -> str:
+def export_onnx(run: str, out: str, *, opset: int = DEFAULT_OPSET, weights: str = "final",
+                overwrite: bool = False, image_size: Optional[int] = None) -> str:
     """Exports a run folder's detector to ONNX.
 
     Args:
         run: the run folder.
         out: the `.onnx` file to create.
         opset: ONNX opset (`supported_opsets()`).
-        weights: "best" (falls back to "last"), "last" or "final".
+        weights: "final" (`model.keras`), "best" or "last"; the last checkpoint stands
+            in for a missing one.
         overwrite: replace an existing `out`.
+        image_size: input side to export at (a multiple of 128); None keeps the run's.
 
     Returns:
         `out`.
 
     Raises:
-        ConfigError: bad opset or run folder.
+        ConfigError: bad opset, run folder or image size.
         ExportError: existing output, failed conversion or a file that does not run.
 
     Example:
@@ -182,7 +192,8 @@ def export_onnx(run: str, out: str, *, opset: int = DEFAULT_OPSET, weights: str 
     """
     check_opset(opset)
     check_output(out, overwrite)
-    graph, _ = load_graph(run, weights=weights, with_names=True, with_raw=True)
+    graph, _ = load_graph(run, weights=weights, with_names=True, with_raw=True,
+                          image_size=image_size)
     return write_onnx(graph, out, opset=opset, overwrite=overwrite)
 
 
@@ -209,7 +220,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """
     args = build_parser().parse_args(argv)
     out = export_onnx(args.run, args.out, opset=args.opset, weights=args.weights,
-                      overwrite=args.overwrite)
+                      overwrite=args.overwrite, image_size=args.image_size)
     print(f"wrote {out} (opset {args.opset}; checked in ONNX Runtime)")
     return 0
 

@@ -60,15 +60,17 @@ def write_saved_model(graph: DetectionGraph, out: str, *, overwrite: bool = Fals
     return out
 
 
-def export_saved_model(run: str, out: str, *, weights: str = "best",
-                       overwrite: bool = False) -> str:
+def export_saved_model(run: str, out: str, *, weights: str = "final",
+                       overwrite: bool = False, image_size: Optional[int] = None) -> str:
     """Exports a run folder's detector to a SavedModel.
 
     Args:
         run: the run folder (`config.yaml`, `classes.json`, checkpoints).
         out: the SavedModel folder to create.
-        weights: "best" (falls back to "last"), "last" or "final".
+        weights: "final" (`model.keras`), "best" or "last"; the last checkpoint stands
+            in for a missing one.
         overwrite: replace an existing `out`.
+        image_size: input side to export at (a multiple of 128); None keeps the run's.
 
     Returns:
         `out`.
@@ -81,7 +83,7 @@ def export_saved_model(run: str, out: str, *, weights: str = "best",
         >>> export_saved_model("runs/demo", "exports/demo_savedmodel")
     """
     check_output(out, overwrite)
-    graph, _ = load_graph(run, weights=weights)
+    graph, _ = load_graph(run, weights=weights, image_size=image_size)
     return write_saved_model(graph, out, overwrite=overwrite)
 
 
@@ -106,7 +108,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """
     args = build_parser().parse_args(argv)
     out = export_saved_model(args.run, args.out, weights=args.weights,
-                             overwrite=args.overwrite)
+                             overwrite=args.overwrite, image_size=args.image_size)
     print(f"wrote SavedModel {out} (signatures: {SERVING_KEY}, {RAW_KEY})")
     return 0
 

@@ -31,6 +31,9 @@ from export.saved_model import RAW_KEY, SERVING_KEY
 
 RAW_TOLERANCE = 1e-4
 MIN_IOU = 0.99
+# float32 sigmoid rounds to exactly 1.0 above this logit: scores tie and NMS order,
+# the max_detections cut and the class of a box become arbitrary.
+SATURATED_LOGIT = 17.0
 DEFAULT_SIZES = ((96, 128), (128, 96), (256, 192))
 
 Detections = Dict[str, Tuple[np.ndarray, np.ndarray]]  # head -> (boxes [n, 4], classes [n])
@@ -266,6 +269,31 @@ def compare(backends: Backends, images: Sequence[np.ndarray]) -> List[Row]:
                                 f"({image.shape[1]}x{image.shape[0]})", backend, text, ok))
     for head, count in total.items():
         rows.append(Row(f"keras detections {head} (all images)", "keras", str(count), True))
+    rows.extend(saturation_notes(ref, graph.head_names))
+    return rows
+
+
+def saturation_notes(raw: Dict[str, np.ndarray], heads: Sequence[str]) -> List[Row]:
+    """Informational rows for heads whose class logits saturate the sigmoid.
+
+    Args:
+        raw: Keras raw outputs (`<head>_class_logits` among them).
+        heads: head names.
+
+    Returns:
+        One row per saturated head (never a failure by itself): past `SATURATED_LOGIT`,
+        scores are exactly 1.0 in float32, so detection order, the `max_detections` cut
+        and the class of a box depend on rounding, and detection checks can fail
+        although the raw outputs agree.
+    """
+    rows = []
+    for head in heads:
+        peak = float(np.max(raw[f"{head}_class_logits"]))
+        if peak > SATURATED_LOGIT:
+            rows.append(Row(f"note {head}", "keras",
+                            f"class logits up to {peak:.1f}: scores tie at 1.0, so detection "
+                            "order and classes are arbitrary (a model far from its training "
+                            "conditions?)", True))
     return rows
 
 
@@ -277,14 +305,16 @@ def format_rows(rows: Sequence[Row]) -> str:
     lines = []
     for row in [header, *rows]:
         status = "result" if row is header else ("PASS" if row.ok else "FAIL")
+        if row.check.startswith("note "):
+            status = "info"
         lines.append(f"{row.check:<{width[0]}}  {row.backend:<{width[1]}}  "
                      f"{row.value:<{width[2]}}  {status}")
     return "\n".join(lines)
 
 
 def verify(run: str, onnx_path: str, saved_model: str, *,
-           images: Optional[Sequence[np.ndarray]] = None,
-           weights: str = "best") -> Tuple[bool, List[Row]]:
+           images: Optional[Sequence[np.ndarray]] = None, weights: str = "final",
+           image_size: Optional[int] = None) -> Tuple[bool, List[Row]]:
     """Compares Keras, SavedModel and ONNX Runtime on the same images.
 
     Args:
@@ -293,6 +323,8 @@ def verify(run: str, onnx_path: str, saved_model: str, *,
         saved_model: the exported SavedModel folder.
         images: uint8 `[H, W, 3]` arrays; generated ones when None.
         weights: which checkpoint of the run is the reference.
+        image_size: the side the exports were made at (`--image-size` of the export
+            CLIs); None for the run's.
 
     Returns:
         `(passed, rows)`.
@@ -304,7 +336,7 @@ def verify(run: str, onnx_path: str, saved_model: str, *,
     Example:
         >>> passed, rows = verify("runs/demo", "demo.onnx", "demo_savedmodel")
     """
-    graph, _ = load_graph(run, weights=weights)
+    graph, _ = load_graph(run, weights=weights, image_size=image_size)
     backends = Backends(graph, saved_model, onnx_path)
     if images is None:
         images = generated_images(graph.image_size)
@@ -337,7 +369,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     images = read_images(args.images) if args.images else None
     passed, rows = verify(args.run, args.onnx, args.saved_model, images=images,
-                          weights=args.weights)
+                          weights=args.weights, image_size=args.image_size)
     print(format_rows(rows))
     if passed:
         print("PASS: Keras, SavedModel and ONNX Runtime agree")

@@ -6,13 +6,15 @@ from typing import Any, Sequence
 
 def tiny_backbone(*, input_shape: Sequence[Any] = (None, None, 3),
                   channels: Sequence[int] = (8, 16, 16, 24, 32),
-                  name: str = "tiny_backbone") -> Any:
+                  name: str = "tiny_backbone", activation: str = "mish") -> Any:
     """Five stride-2 convs; outputs [C3, C4, C5] at strides 8, 16 and 32.
 
     Args:
         input_shape: model input shape.
         channels: filters of the five convolutions.
         name: model name.
+        activation: of every convolution (Mish, as in CSPDarknet53, so exports meet
+            the same operations).
 
     Returns:
         A keras.Model with three outputs.
@@ -23,7 +25,7 @@ def tiny_backbone(*, input_shape: Sequence[Any] = (None, None, 3),
     x = inputs
     features = []
     for i, width in enumerate(channels):
-        x = keras.layers.Conv2D(width, 3, strides=2, padding="same", activation="relu",
+        x = keras.layers.Conv2D(width, 3, strides=2, padding="same", activation=activation,
                                 name=f"tiny_conv{i}")(x)
         if i >= 2:
             features.append(x)

@@ -20,8 +20,9 @@ from export import bench as bench_cli
 from export import onnx as onnx_export
 from export import saved_model as sm_export
 from export import verify as verify_cli
-from export.graph import graph_from_run, letterbox_batch
+from export.graph import graph_from_run, letterbox_batch, load_graph
 from export.io import atomic_output
+from export.onnx_profile import write_relu_floor
 from tests.backbones import tiny_backbone
 
 IMAGE_SIZE = 128
@@ -245,12 +246,19 @@ def test_bench_and_single_head_weights(exports, tmp_path):
     with pytest.raises(SystemExit) as stopped:
         run_cli(bench_cli.main, ["--run", exports.run, "--repeats", "2", "--warmup", "1",
                                  "--batches", "1", "--no-single-heads", "--saved-model",
-                                 exports.saved_model, "--onnx", exports.onnx, "--out", str(out)])
+                                 exports.saved_model, "--onnx", exports.onnx, "--out", str(out),
+                                 "--profile"])
     assert stopped.value.code == 0
     with open(out, encoding="utf-8") as stream:
         report = json.load(stream)
-    assert set(report["latency"]) == {"keras", "saved_model", "onnxruntime"}
+    assert set(report["latency"]) == {"keras", "saved_model", "onnxruntime", "onnx_relu_floor"}
     assert report["sizes_bytes"]["onnx"] > 0
+    assert report["floor_replaced"] == 5, "one Mish per tiny backbone convolution"
+    groups = report["profile"]["1"]["groups"]
+    assert groups["conv"] > 0 and groups["mish"] > 0 and groups["nms"] > 0
+    assert report["profile"]["1"]["kernel_ms"] == pytest.approx(sum(groups.values()))
+    assert not [name for name in os.listdir(os.path.dirname(exports.onnx))
+                if "profile" in name], "the ONNX Runtime trace is left behind"
     with pytest.MonkeyPatch.context() as patch:
         import effdet_tf.backbones.cspdarknet53 as csp  # pylint: disable=import-outside-toplevel  # patched
         patch.setattr(csp, "build_cspdarknet53", tiny_backbone)
@@ -292,10 +300,49 @@ def test_mish_rewrite_matches_softplus_tanh(tmp_path):
             "y", TensorProto.FLOAT, [None])])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     assert rewrite_mish(model) == 1
-    assert {n.op_type for n in model.graph.node}.isdisjoint({"Softplus", "Tanh"})
+    assert {n.op_type for n in model.graph.node}.isdisjoint({"Softplus", "Tanh", "Min"})
+    assert [n.name for n in model.graph.node if n.op_type == "Mul"][-1] == "effdet_mish_0_mul"
     path = tmp_path / "mish.onnx"
     path.write_bytes(model.SerializeToString())
     x = np.linspace(-40, 100, 2001).astype(np.float32)
     (got,) = onnx_export.onnx_session(str(path)).run(None, {"x": x})
     expected = x.astype(np.float64) * np.tanh(np.logaddexp(0.0, x.astype(np.float64)))
     np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
+    floor = tmp_path / "floor.onnx"
+    assert write_relu_floor(str(path), str(floor)) == 1
+    (got,) = onnx_export.onnx_session(str(floor)).run(None, {"x": x})
+    np.testing.assert_array_equal(got, np.maximum(x, 0))
+    assert write_relu_floor(str(floor), str(tmp_path / "none.onnx")) == 0
+    assert not (tmp_path / "none.onnx").exists()
+
+
+def test_export_at_another_image_size(exports):
+    """A run exports at another multiple of 128 with the same weights; others are refused."""
+    import effdet_tf.backbones.cspdarknet53 as csp  # pylint: disable=import-outside-toplevel  # patched
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(csp, "build_cspdarknet53", tiny_backbone)
+        small, _ = load_graph(exports.run, weights="last")
+        large, _ = load_graph(exports.run, weights="last", image_size=256)
+        with pytest.raises(ConfigError, match="multiple of 128"):
+            load_graph(exports.run, weights="last", image_size=200)
+    assert (small.image_size, large.image_size) == (128, 256)
+    assert len(large.model.anchors) == 4 * len(small.model.anchors)
+    small_weights = {v.path: v.numpy() for v in small.model.weights}
+    for var in large.model.weights:
+        np.testing.assert_array_equal(var.numpy(), small_weights[var.path])
+    image = verify_cli.generated_images(IMAGE_SIZE)[1][None]
+    big = np.repeat(np.repeat(image, 2, axis=1), 2, axis=2)
+    out = large.detect(tf.constant(big))
+    assert out["fruits_boxes"].shape == (1, MAX_DETECTIONS, 4)
+    assert int(out["fruits_num_detections"][0]) > 0
+
+
+def test_saturation_note_is_information_only():
+    """Saturated class logits add an 'info' row that never fails verification."""
+    raw = {"a_class_logits": np.array([[[3.0, 40.5]]]), "b_class_logits": np.array([[[2.0]]])}
+    rows = verify_cli.saturation_notes(raw, ["a", "b"])
+    assert [row.check for row in rows] == ["note a"] and rows[0].ok
+    assert "40.5" in rows[0].value
+    table = verify_cli.format_rows(rows).splitlines()
+    assert table[1].rstrip().endswith("info")
