@@ -269,31 +269,41 @@ def compare(backends: Backends, images: Sequence[np.ndarray]) -> List[Row]:
                                 f"({image.shape[1]}x{image.shape[0]})", backend, text, ok))
     for head, count in total.items():
         rows.append(Row(f"keras detections {head} (all images)", "keras", str(count), True))
-    rows.extend(saturation_notes(ref, graph.head_names))
+    rows.extend(saturation_notes(ref, graph.head_names, graph.max_detections))
     return rows
 
 
-def saturation_notes(raw: Dict[str, np.ndarray], heads: Sequence[str]) -> List[Row]:
-    """Informational rows for heads whose class logits saturate the sigmoid.
+def saturation_notes(raw: Dict[str, np.ndarray], heads: Sequence[str],
+                     max_detections: int) -> List[Row]:
+    """Informational rows for heads whose saturated scores make detections ambiguous.
+
+    Past `SATURATED_LOGIT` a score is exactly 1.0 in float32. One saturated class per
+    box is harmless; but when a box has several saturated classes its class depends on
+    rounding, and when an image has more saturated boxes than `max_detections` so does
+    which of them are kept. Detection checks can then fail although the raw outputs
+    agree, and the row says so.
 
     Args:
-        raw: Keras raw outputs (`<head>_class_logits` among them).
+        raw: Keras raw outputs (`<head>_class_logits` `[B, A, C]` among them).
         heads: head names.
+        max_detections: detections kept per image and head.
 
     Returns:
-        One row per saturated head (never a failure by itself): past `SATURATED_LOGIT`,
-        scores are exactly 1.0 in float32, so detection order, the `max_detections` cut
-        and the class of a box depend on rounding, and detection checks can fail
-        although the raw outputs agree.
+        One row per ambiguous head (never a failure by itself).
     """
     rows = []
     for head in heads:
-        peak = float(np.max(raw[f"{head}_class_logits"]))
-        if peak > SATURATED_LOGIT:
-            rows.append(Row(f"note {head}", "keras",
-                            f"class logits up to {peak:.1f}: scores tie at 1.0, so detection "
-                            "order and classes are arbitrary (a model far from its training "
-                            "conditions?)", True))
+        logits = raw[f"{head}_class_logits"]
+        saturated = logits > SATURATED_LOGIT
+        multi_class = int(np.sum(saturated.sum(axis=-1) >= 2))
+        boxes_per_image = int(np.max(saturated.any(axis=-1).sum(axis=-1)))
+        if multi_class or boxes_per_image > max_detections:
+            rows.append(Row(
+                f"note {head}", "keras",
+                f"class logits up to {float(np.max(logits)):.1f}: {multi_class} box(es) with "
+                f"several classes at score 1.0, up to {boxes_per_image} boxes at 1.0 per "
+                f"image (keeping {max_detections}); ties make detection classes and the cut "
+                "arbitrary (a model far from its training conditions?)", True))
     return rows
 
 

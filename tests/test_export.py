@@ -339,10 +339,13 @@ def test_export_at_another_image_size(exports):
 
 
 def test_saturation_note_is_information_only():
-    """Saturated class logits add an 'info' row that never fails verification."""
-    raw = {"a_class_logits": np.array([[[3.0, 40.5]]]), "b_class_logits": np.array([[[2.0]]])}
-    rows = verify_cli.saturation_notes(raw, ["a", "b"])
-    assert [row.check for row in rows] == ["note a"] and rows[0].ok
-    assert "40.5" in rows[0].value
+    """Ambiguous saturated scores add an 'info' row; one confident class per box does not."""
+    raw = {"a_class_logits": np.array([[[30.0, 40.5], [1.0, 2.0]]]),   # two classes at 1.0
+           "b_class_logits": np.array([[[20.0, 2.0], [1.0, 2.0]]]),    # one class: fine
+           "c_class_logits": np.array([[[20.0], [25.0], [30.0]]])}     # 3 boxes, keep 2
+    rows = verify_cli.saturation_notes(raw, ["a", "b", "c"], max_detections=2)
+    assert [row.check for row in rows] == ["note a", "note c"] and all(r.ok for r in rows)
+    assert "40.5" in rows[0].value and "1 box(es)" in rows[0].value
+    assert "up to 3 boxes" in rows[1].value
     table = verify_cli.format_rows(rows).splitlines()
     assert table[1].rstrip().endswith("info")
