@@ -39,8 +39,7 @@ from effdet_tf.config import ExperimentConfig
 from effdet_tf.errors import ConfigError
 from export.bench_report import HEAD_RUNTIMES, format_report, head_table
 from export.cli_args import add_run_args
-from export.graph import (DetectionGraph, copy_weights, graph_from_run, load_run_checked,
-                          resize_detector)
+from export.graph import DetectionGraph, copy_weights, graph_from_run, load_run_checked
 from export.io import check_output, write_text_atomic
 from export.onnx import DEFAULT_OPSET, onnx_session, write_onnx
 from export.onnx_profile import profile_onnx, write_relu_floor
@@ -227,9 +226,7 @@ def bench(run: str, *, weights: str = "final", repeats: int = 20, warmup: int = 
     """
     if repeats < 1 or warmup < 0 or not batches or min(batches) < 1:
         raise ConfigError("--repeats and --batches must be >= 1, --warmup >= 0")
-    config, model, classes = load_run_checked(run, weights)
-    if image_size is not None:
-        config, model = resize_detector(config, model, classes, image_size)
+    config, model, classes = load_run_checked(run, weights, image_size)
     graph = graph_from_run(config, model, classes, with_raw=True)
     size = graph.image_size
     rng = np.random.default_rng(0)

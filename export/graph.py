@@ -278,25 +278,27 @@ def load_graph(run: str, *, weights: str = "best", with_names: bool = True,
         ConfigError: no such folder, it lacks a config, classes or weights, or a bad
             `image_size`.
     """
-    config, model, classes = load_run_checked(run, weights)
-    if image_size is not None:
-        config, model = resize_detector(config, model, classes, image_size)
+    config, model, classes = load_run_checked(run, weights, image_size)
     return graph_from_run(config, model, classes, with_names=with_names,
                           with_raw=with_raw), classes
 
 
-def load_run_checked(run: str, weights: str) -> Tuple[Any, Any, dict]:
-    """`train.run_dir.load_run` with the checks the export CLIs need.
+def load_run_checked(run: str, weights: str,
+                     image_size: Optional[int] = None) -> Tuple[Any, Any, dict]:
+    """`train.run_dir.load_run` with the checks the export CLIs need, at any input side.
 
     Args:
         run: the run folder.
         weights: one of `WEIGHT_CHOICES`.
+        image_size: rebuild the detector at this side (`resize_detector`); None keeps
+            the run's.
 
     Returns:
         `(config, model, classes)`.
 
     Raises:
-        ConfigError: bad `weights`, no such folder, or no classes for a head.
+        ConfigError: bad `weights`, no such folder, no classes for a head, or a bad
+            `image_size`.
     """
     from train.run_dir import load_run  # pylint: disable=import-outside-toplevel  # builds Keras
 
@@ -308,4 +310,6 @@ def load_run_checked(run: str, weights: str) -> Tuple[Any, Any, dict]:
     missing = [head for head in model.head_names if head not in classes]
     if missing:
         raise ConfigError(f"{run}: classes.json has no entry for head(s) {missing}")
+    if image_size is not None:
+        config, model = resize_detector(config, model, classes, image_size)
     return config, model, classes

@@ -20,7 +20,9 @@ import numpy as np
 import onnx
 from onnx import helper
 
-MISH_PREFIX = "effdet_mish_"
+from export.onnx import session_options
+from export.onnx_rewrite import MISH_PREFIX
+
 GROUP_OPS = {"conv": ("Conv", "FusedConv", "NchwcConv"),
              "layout": ("ReorderInput", "ReorderOutput", "Transpose"),
              "nms": ("NonMaxSuppression", "TopK")}
@@ -73,8 +75,6 @@ def profile_onnx(path: str, images: np.ndarray, *, runs: int = 3, warmup: int = 
         total kernel ms per run}`, ops sorted by time.
     """
     import onnxruntime as ort  # pylint: disable=import-outside-toplevel  # optional runtime
-
-    from export.onnx import session_options  # pylint: disable=import-outside-toplevel  # cycle
 
     options = session_options()
     options.enable_profiling = True

@@ -21,8 +21,11 @@ import onnx
 from onnx import helper, numpy_helper
 
 MISH_CLIP = 20.0
-_CLIP_NAME = "effdet_mish_clip"
-_TWO_NAME = "effdet_mish_two"
+# Nodes of a rewritten Mish are named f"{MISH_PREFIX}<k>_<step>" (export.onnx_profile
+# reads the names back).
+MISH_PREFIX = "effdet_mish_"
+_CLIP_NAME = f"{MISH_PREFIX}clip"
+_TWO_NAME = f"{MISH_PREFIX}two"
 
 
 def _consumers(graph: onnx.GraphProto) -> Dict[str, List[onnx.NodeProto]]:
@@ -78,7 +81,7 @@ def rewrite_mish(model: onnx.ModelProto) -> int:
         users = readers.get(node.output[0], [])
         if len(users) != 1 or users[0].op_type != "Tanh":
             continue
-        prefix = f"effdet_mish_{len(replaced)}"
+        prefix = f"{MISH_PREFIX}{len(replaced)}"
         replaced[id(node)] = _tanh_softplus_nodes(node.input[0], users[0].output[0], prefix)
         dropped.add(id(users[0]))
         ends = readers.get(users[0].output[0], [])
