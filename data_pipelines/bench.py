@@ -23,7 +23,6 @@ Inputs are random uint8 images with random boxes, identical for every contender.
 tf.data pipelines run with autotune and prefetch injection off, so that an idle
 iterator computes nothing in the background while another contender is timed.
 """
-import argparse
 import gc
 import os
 import statistics
@@ -34,6 +33,7 @@ import numpy as np
 import tensorflow as tf
 
 from data_pipelines.augment import YoloV4Augment
+from effdet_tf.cli import make_parser
 
 _DISTINCT_BATCHES = 4
 
@@ -89,7 +89,11 @@ def keras_cv_dataset(batches: list[dict], size: int) -> tf.data.Dataset:
     """The keras-cv 0.9 chain mapped over the batches in tf.data."""
     if os.environ.setdefault("KERAS_BACKEND", "tensorflow") != "tensorflow":
         raise RuntimeError("keras-cv needs KERAS_BACKEND=tensorflow")
-    import keras_cv  # pylint: disable=import-outside-toplevel  # needs KERAS_BACKEND set
+    try:
+        import keras_cv  # pylint: disable=import-outside-toplevel  # needs KERAS_BACKEND set
+    except ImportError as err:
+        raise RuntimeError("the keras-cv reference needs keras-cv: "
+                           "pip install -e '.[bench]'") from err
 
     layers = [
         keras_cv.layers.Mosaic(bounding_box_format="xyxy"),
@@ -207,8 +211,8 @@ def format_table(results: dict, batch_size: int, size: int) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     """Command line entry point."""
-    parser = argparse.ArgumentParser(prog="python -m data_pipelines.bench",
-                                     description=__doc__.split("\n", 1)[0])
+    parser = make_parser("python -m data_pipelines.bench",
+                         description=__doc__.split("\n", 1)[0])
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--steps", type=int, default=2, help="batches per timed run")

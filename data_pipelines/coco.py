@@ -94,6 +94,8 @@ class CocoSource:
         if check_images:
             problems += val.check_images(self._images, self.image_infos(),
                                          self.annotation_file, self.image_dir)
+            problems += val.check_boxes(self._data, self._images, self.image_infos(),
+                                        self.annotation_file)
         return problems
 
     def validate(self, check_images: bool = True) -> List[str]:

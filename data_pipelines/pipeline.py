@@ -1,4 +1,5 @@
 """Training and evaluation input pipelines built from dataset configs."""
+import sys
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import tensorflow as tf
@@ -10,6 +11,16 @@ from data_pipelines.validate import format_problems
 
 TRAIN_KEYS = ("images", "boxes", "classes", "dataset_id")
 Augmenter = Callable[[Dict[str, tf.Tensor], tf.Tensor], Dict[str, tf.Tensor]]
+
+
+_REPORTED: set = set()
+
+
+def report_once(message: str) -> None:
+    """Prints a data warning to stderr the first time this process meets it."""
+    if message not in _REPORTED:
+        _REPORTED.add(message)
+        print(message, file=sys.stderr, flush=True)
 
 
 def _paths(dataset: Any, split: str) -> Tuple[str, str]:
@@ -45,7 +56,11 @@ def build_sources(datasets: Sequence[Any], split: str, *, on_corrupt: str = "fai
             continue
         sources.append(source)
         if validate:
-            problems = [p for p in source.problems(check_images=True)
+            found = source.problems(check_images=True)
+            for problem in found:
+                if problem.kind == "warning":
+                    report_once(f"warning: {problem}")
+            problems = [p for p in found
                         if p.kind == "error" or (p.kind == "corrupt" and on_corrupt == "fail")]
             if problems:
                 messages.append(format_problems(problems, ann))

@@ -7,14 +7,12 @@ Usage:
 Writes `OUT/<dataset>_batch<k>.png` (augmented) and `OUT/<dataset>_batch<k>_raw.png`
 (the same images, un-augmented).
 """
-import argparse
-import dataclasses
 import os
 from typing import Any, List, Optional, Sequence
 
 import tensorflow as tf
 
-from effdet_tf.cli import run_cli
+from effdet_tf.cli import make_parser, run_cli
 from effdet_tf.config import load_config
 from data_pipelines.draw import batch_grid
 from data_pipelines.pipeline import TRAIN_KEYS, build_sources
@@ -35,7 +33,7 @@ def make_augmenter(cfg: Any) -> Optional[Any]:
         from data_pipelines.augment import YoloV4Augment
     except ImportError:
         return None
-    return YoloV4Augment(cfg.data.image_size, **dataclasses.asdict(cfg.augment))
+    return YoloV4Augment(cfg.data.image_size, **cfg.augment.chain_kwargs())
 
 
 def _numpy(batch: Any) -> dict:
@@ -91,8 +89,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     Returns:
         Exit code.
     """
-    parser = argparse.ArgumentParser(prog="python -m data_pipelines.preview",
-                                     description=__doc__.split("\n", 1)[0])
+    parser = make_parser("python -m data_pipelines.preview",
+                         description=__doc__.split("\n", 1)[0])
     parser.add_argument("--config", required=True, help="experiment YAML")
     parser.add_argument("--out", required=True, help="output folder for the PNGs")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

@@ -18,7 +18,6 @@ CLI: `python -m data_pipelines.sample_data --out DIR [--seed 0] [--train N --val
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import pathlib
@@ -30,19 +29,33 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from data_pipelines import sample_shapes
-from effdet_tf.cli import run_cli
+from effdet_tf.cli import make_parser, run_cli
 from effdet_tf.errors import DataError
 
 # name -> class names (category ids 1..3 in this order). The two sets are disjoint.
 DATASETS = {"shapes": ("circle", "triangle", "square"), "signs": ("star", "cross", "ring")}
 SPLITS = ("train", "val", "test")
 DEFAULT_SIZES = {"train": 240, "val": 48, "test": 48}
-IMAGE_SIDE_RANGE = (192, 384)  # width and height drawn independently, inclusive
-MAX_OBJECTS = 6
+# Sizes are chosen for the demo's 128 px model input: an image is shrunk by 0.5-0.8 to
+# fit it, so objects (32-160 px stored) are 16-128 px where the model sees them.
+IMAGE_SIDE_RANGE = (200, 256)  # width and height drawn independently, inclusive
+MIN_OBJECTS, MAX_OBJECTS = 3, 6
+# Unlabelled objects of the other dataset's kinds per image: as in real photos, a
+# dataset's images hold things its classes do not cover, so each head learns that the
+# other head's objects are background to it.
+MIN_DISTRACTORS, MAX_DISTRACTORS = 1, 3
+MIN_VISIBLE = 0.85  # objects may touch and overlap a little, never hide each other
+SIZE_BANDS = ((36.0, 56.0, 0.35), (56.0, 96.0, 0.5), (96.0, 140.0, 0.15))
 JPEG_QUALITY = 90
 MARKER = "sample_data.json"
-FORMAT_VERSION = 1
-COMPOSITE_SIZE = (384, 288)  # width, height
+FORMAT_VERSION = 2
+COMPOSITE_SIZE = (384, 256)  # width, height: a 3 x 2 grid of 128 px cells, one object each
+COMPOSITE_SIZE_BAND = ((96.0, 120.0, 1.0),)
+# Each class has its own colour family (varied per object) on muted backgrounds: shape and
+# colour together make the classes learnable in the few hundred steps a CPU demo affords.
+PALETTE = {"circle": (225, 45, 45), "triangle": (45, 185, 60), "square": (45, 95, 230),
+           "star": (240, 195, 30), "cross": (195, 45, 200), "ring": (30, 195, 205)}
+MUTED_BACKGROUND = 0.7
 _OWNED = frozenset(DATASETS) | {"composite.jpg", "composite.json", MARKER}
 _SPLIT_SEED = {split: i for i, split in enumerate(SPLITS)}
 _COMPOSITE_SEED = 99
@@ -60,6 +73,7 @@ def _draw_split(images_dir: pathlib.Path, name: str, split: str, count: int, see
     """Draws and saves one split; returns its COCO `images` and `annotations` lists."""
     class_names = DATASETS[name]
     dataset_index = list(DATASETS).index(name)
+    others = [kind for other, kinds in DATASETS.items() if other != name for kind in kinds]
     images, annotations = [], []
     image_id, ann_id = first_ids
     low, high = IMAGE_SIDE_RANGE
@@ -67,13 +81,22 @@ def _draw_split(images_dir: pathlib.Path, name: str, split: str, count: int, see
         # One generator per image: an image does not depend on the other split sizes.
         rng = np.random.default_rng([seed, dataset_index, _SPLIT_SEED[split], index])
         width, height = (int(v) for v in rng.integers(low, high + 1, size=2))
-        labels = rng.integers(len(class_names), size=int(rng.integers(1, MAX_OBJECTS + 1)))
+        count = int(rng.integers(MIN_OBJECTS, MAX_OBJECTS + 1))
+        labels = rng.integers(len(class_names), size=count)
+        distractors = rng.integers(
+            len(others), size=int(rng.integers(MIN_DISTRACTORS, MAX_DISTRACTORS + 1)))
+        # Own classes first (the first object is always placed), then the distractors.
+        kinds = [class_names[int(k)] for k in labels] + [others[int(k)] for k in distractors]
         image, objects = sample_shapes.draw_scene(
-            rng, width, height, [class_names[int(k)] for k in labels])
+            rng, width, height, kinds, size_bands=SIZE_BANDS,
+            backgrounds=sample_shapes.SMOOTH_BACKGROUNDS, min_visible=MIN_VISIBLE,
+            palette=PALETTE, muted_background=MUTED_BACKGROUND)
         file_name = f"{split}_{index:04d}.jpg"
         image.save(images_dir / file_name, format="JPEG", quality=JPEG_QUALITY)
         images.append({"id": image_id, "file_name": file_name, "width": width, "height": height})
         for obj in objects:
+            if obj.kind not in class_names:
+                continue  # a distractor: in the image, not in this dataset's classes
             x, y, w, h = obj.bbox
             annotations.append({"id": ann_id, "image_id": image_id,
                                 "category_id": class_names.index(obj.kind) + 1,
@@ -160,11 +183,16 @@ The same seed and sizes give byte-identical JSON and JPEG files (same numpy and 
 
 - Image width and height are drawn independently in {low}-{high} px (varied aspect
   ratios), saved as RGB JPEG quality {JPEG_QUALITY} in the flat `images/` folder.
-- Backgrounds: smooth colour noise, linear gradients, stripes, rotated checkerboards or
-  blurred blotches of random colours, plus pixel noise and sometimes a slight blur.
-- 1-{MAX_OBJECTS} objects per image, classes uniform, sizes small / medium / large with
-  probabilities {" / ".join(str(b[2]) for b in sample_shapes.SIZE_BANDS)}, random rotation,
-  a random colour kept away from the colour beneath it, a linear shade, sometimes an outline.
+- Backgrounds: smooth colour noise or linear gradients, pulled {MUTED_BACKGROUND:.0%} of
+  the way to grey, plus pixel noise and sometimes a slight blur.
+- {MIN_OBJECTS}-{MAX_OBJECTS} labelled objects per image, classes uniform, sides drawn from
+  {", ".join(f"{b[0]:.0f}-{b[1]:.0f} px" for b in SIZE_BANDS)} with probabilities
+  {" / ".join(str(b[2]) for b in SIZE_BANDS)}, random rotation, a linear shade, sometimes
+  an outline. Each class has its own colour family (a base colour varied by up to 25 per
+  channel): {", ".join(f"{k} {v}" for k, v in PALETTE.items() if k in DATASETS[name])}.
+- {MIN_DISTRACTORS}-{MAX_DISTRACTORS} unlabelled distractors per image: shapes of the other sample
+  dataset's kinds, which this dataset does not annotate (as real photos hold objects
+  their dataset has no class for).
 - Occlusion: later objects are drawn over earlier ones, but a placement is accepted only
   if every earlier object keeps at least {sample_shapes.MIN_VISIBLE:.0%} of its pixels
   visible; objects that cannot be placed are left out, so every drawn object is labelled.
@@ -181,7 +209,9 @@ def _draw_composite(root: pathlib.Path, seed: int) -> dict[str, Any]:
     kinds = [kinds[int(i)] for i in rng.permutation(len(kinds))]
     width, height = COMPOSITE_SIZE
     image, objects = sample_shapes.draw_scene(
-        rng, width, height, kinds, min_visible=1.0, size_bands=((48.0, 96.0, 1.0),))
+        rng, width, height, kinds, size_bands=COMPOSITE_SIZE_BAND,
+        backgrounds=sample_shapes.SMOOTH_BACKGROUNDS, grid=(3, 2), palette=PALETTE,
+        muted_background=MUTED_BACKGROUND)
     image.save(root / "composite.jpg", format="JPEG", quality=JPEG_QUALITY)
     boxes: dict[str, list[dict]] = {name: [] for name in DATASETS}
     for obj in objects:
@@ -358,8 +388,8 @@ def ensure_sample_data(out_dir: str | os.PathLike, seed: int = 0, *,
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """CLI entry point: generates the sample datasets; returns the exit code."""
-    parser = argparse.ArgumentParser(prog="python -m data_pipelines.sample_data",
-                                     description=__doc__.split("\n", 1)[0])
+    parser = make_parser("python -m data_pipelines.sample_data",
+                         description=__doc__.split("\n", 1)[0])
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--train", type=int, default=DEFAULT_SIZES["train"],

@@ -19,6 +19,10 @@ from PIL import Image, ImageDraw, ImageFilter
 
 SHAPE_KINDS = ("circle", "triangle", "square", "star", "cross", "ring")
 BACKGROUND_KINDS = ("noise", "gradient", "stripes", "checker", "blotches")
+# Backgrounds without edges or shapes of their own (no stripes, checkers or blotches):
+# objects then stand out from the texture, which a model trained for a few CPU minutes
+# can learn.
+SMOOTH_BACKGROUNDS = ("noise", "gradient")
 # Fraction of an object's pixels that must stay visible after later objects are drawn.
 MIN_VISIBLE = 0.6
 # (min side, max side, probability) of the sampled object size: COCO small (< 32^2 px),
@@ -122,20 +126,22 @@ _BACKGROUNDS = {
 
 
 def draw_background(rng: np.random.Generator, width: int, height: int,
-                    kind: str | None = None) -> np.ndarray:
+                    kind: str | None = None,
+                    kinds: Sequence[str] = BACKGROUND_KINDS) -> np.ndarray:
     """Draws a textured background.
 
     Args:
         rng: random generator (advanced by the call).
         width: image width in pixels.
         height: image height in pixels.
-        kind: one of `BACKGROUND_KINDS`; random when None.
+        kind: one of `BACKGROUND_KINDS`; drawn at random from `kinds` when None.
+        kinds: the kinds a random background is drawn from.
 
     Returns:
         float32 RGB array `[height, width, 3]` in 0..255.
     """
     if kind is None:
-        kind = BACKGROUND_KINDS[int(rng.integers(len(BACKGROUND_KINDS)))]
+        kind = kinds[int(rng.integers(len(kinds)))]
     return _BACKGROUNDS[kind](rng, width, height).astype(np.float32)
 
 
@@ -214,9 +220,18 @@ def _contrasting_colour(rng: np.random.Generator, under: np.ndarray) -> np.ndarr
     return best
 
 
-def _paint(rng: np.random.Generator, patch: np.ndarray, mask: np.ndarray) -> None:
-    """Fills `mask` inside the float RGB `patch` (in place): shaded colour, maybe an outline."""
-    colour = _contrasting_colour(rng, patch[mask])
+def _paint(rng: np.random.Generator, patch: np.ndarray, mask: np.ndarray,
+           base: np.ndarray | None = None) -> None:
+    """Fills `mask` inside the float RGB `patch` (in place): shaded colour, maybe an outline.
+
+    The colour is `base` varied by up to +-25 per channel, or, without `base`, a random
+    colour far from the pixels beneath.
+    """
+    if base is None:
+        colour = _contrasting_colour(rng, patch[mask])
+    else:
+        colour = np.clip(np.asarray(base, np.float64) + rng.uniform(-25.0, 25.0, size=3),
+                         0.0, 255.0)
     h, w = mask.shape
     shade = _projection(w, h, rng.uniform(0.0, 2.0 * math.pi))
     shade = (shade - shade.min()) / max(float(np.ptp(shade)), 1.0) - 0.5
@@ -248,9 +263,26 @@ def _try_place(rng: np.random.Generator, owner: np.ndarray, mask: np.ndarray,
     return None
 
 
+def _grid_place(rng: np.random.Generator, mask: np.ndarray, index: int, grid: tuple[int, int],
+                width: int, height: int) -> tuple[int, int] | None:
+    """A random top-left corner that keeps `mask` inside grid cell `index` (row-major)."""
+    cols, rows = grid
+    cell_w, cell_h = width // cols, height // rows
+    mh, mw = mask.shape
+    if index >= cols * rows or mh > cell_h or mw > cell_w:
+        return None
+    x0, y0 = (index % cols) * cell_w, (index // cols) * cell_h
+    return (x0 + int(rng.integers(0, cell_w - mw + 1)),
+            y0 + int(rng.integers(0, cell_h - mh + 1)))
+
+
 def draw_scene(rng: np.random.Generator, width: int, height: int, kinds: Sequence[str], *,
                min_visible: float = MIN_VISIBLE,
                size_bands: Sequence[tuple[float, float, float]] = SIZE_BANDS,
+               backgrounds: Sequence[str] = BACKGROUND_KINDS,
+               grid: tuple[int, int] | None = None,
+               palette: dict[str, tuple[int, int, int]] | None = None,
+               muted_background: float = 0.0,
                ) -> tuple[Image.Image, list[DrawnObject]]:
     """Draws the objects `kinds` (in order, later ones on top) on a textured background.
 
@@ -264,22 +296,37 @@ def draw_scene(rng: np.random.Generator, width: int, height: int, kinds: Sequenc
         kinds: shape names to draw, each one of `SHAPE_KINDS`.
         min_visible: fraction of each object that must stay visible (1.0: no overlap).
         size_bands: `(min side, max side, probability)` rows to sample object sizes from.
+        backgrounds: background kinds to draw from.
+        grid: `(columns, rows)`: object k goes at a random place inside cell k (no
+            overlap); None: anywhere, occlusion limited by `min_visible`.
+        palette: a base colour per shape kind (each object varies it a little); None: a
+            random colour that contrasts with the background beneath.
+        muted_background: 0..1, how far the background is pulled towards its grey
+            (1: grey only), so that coloured objects stand out.
 
     Returns:
         The RGB image and the drawn objects, in drawing order.
     """
-    canvas = draw_background(rng, width, height)
+    canvas = draw_background(rng, width, height, kinds=backgrounds)
+    if muted_background > 0.0:
+        grey = canvas.mean(axis=2, keepdims=True)
+        canvas = canvas * (1.0 - muted_background) + grey * muted_background
     owner = np.zeros((height, width), dtype=np.int32)  # 0: background, k: k-th object
     placed: list[tuple[str, int, int, np.ndarray]] = []
     for kind in kinds:
         side = _sample_side(rng, size_bands, 0.8 * min(width, height))
         mask = shape_mask(kind, 0.5 * side, rng)
-        corner = _try_place(rng, owner, mask, [int(m.sum()) for *_, m in placed], min_visible)
+        if grid is None:
+            corner = _try_place(rng, owner, mask, [int(m.sum()) for *_, m in placed],
+                                min_visible)
+        else:
+            corner = _grid_place(rng, mask, len(placed), grid, width, height)
         if corner is None:
             continue
         x, y = corner
         mh, mw = mask.shape
-        _paint(rng, canvas[y:y + mh, x:x + mw], mask)
+        _paint(rng, canvas[y:y + mh, x:x + mw], mask,
+               None if palette is None else palette.get(kind))
         owner[y:y + mh, x:x + mw][mask] = len(placed) + 1
         placed.append((kind, x, y, mask))
     sigma = np.float32(rng.uniform(1.5, 6.0))

@@ -3,7 +3,12 @@ import warnings
 from typing import Any, Dict, List, Optional
 
 import tensorflow as tf
-import tensorflow_datasets as tfds
+
+try:
+    import tensorflow_datasets as tfds
+except ImportError as _err:  # an optional dependency: say how to get it
+    raise ImportError("data_pipelines.tfds_source needs tensorflow-datasets: "
+                      "pip install -e '.[tfds]'") from _err
 
 from data_pipelines.decode import letterbox, transform_boxes
 

@@ -207,6 +207,56 @@ def check_images(images: Sequence[Mapping[str, Any]], infos: Sequence[ImageInfo]
     return problems
 
 
+def _box_extent(ann: Any) -> Optional[List[float]]:
+    """`[x0, y0, x1, y1]` of a well-formed positive-size bbox, else None."""
+    bbox = ann.get("bbox") if isinstance(ann, dict) else None
+    if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
+        return None
+    x, y, w, h = (float(v) for v in bbox)
+    return [x, y, x + w, y + h] if w > 0 and h > 0 else None
+
+
+def check_boxes(data: Mapping[str, Any], images: Sequence[Mapping[str, Any]],
+                infos: Sequence[ImageInfo], annotation_file: str) -> List[Problem]:
+    """Checks every box against the real size of its image.
+
+    A box lying wholly outside its image is an error (its object cannot be seen, and the
+    image would train as background); boxes that only overhang an edge are clipped when
+    the dataset is read, and counted in one warning.
+
+    Args:
+        data: the parsed json.
+        images: the usable image entries.
+        infos: `probe_image` result for each entry (the size after EXIF orientation).
+        annotation_file: named in the messages.
+
+    Returns:
+        The problems found.
+    """
+    sizes = {img["id"]: (info.width, info.height) for img, info in zip(images, infos)
+             if not info.error}
+    problems, clipped = [], 0
+    for ann in data.get("annotations") or []:
+        extent = _box_extent(ann)
+        size = sizes.get(ann.get("image_id")) if extent else None
+        if size is None:
+            continue
+        x0, y0, x1, y1 = extent
+        width, height = size
+        if x0 >= width or y0 >= height or x1 <= 0 or y1 <= 0:
+            problems.append(Problem(
+                "error", f"{annotation_file}: annotation id {ann['id']}: bbox {ann['bbox']!r} "
+                         f"lies wholly outside its image (id {ann['image_id']}, "
+                         f"{width}x{height} px)", ann["image_id"]))
+        elif x0 < 0 or y0 < 0 or x1 > width or y1 > height:
+            clipped += 1
+    if clipped:
+        noun = "box overhangs" if clipped == 1 else "boxes overhang"
+        problems.append(Problem("warning", f"{annotation_file}: {clipped} {noun} the image "
+                                           "edge and will be clipped to it"))
+    return problems
+
+
 def format_problems(problems: Sequence[Any], annotation_file: str) -> str:
     """One message: a summary line "N problems in FILE", then one line per problem.
 

@@ -5,6 +5,10 @@
 """
 import importlib
 
+from effdet_tf.cli import quiet_if_cli
+
+quiet_if_cli()  # before anything imports TensorFlow: its start-up lines stay off
+
 _LAZY = {
     "build_detector": "effdet_tf.detector",
     "MultiHeadDetector": "effdet_tf.detector",

@@ -226,16 +226,28 @@ class MultiHeadDetector(keras.Model):  # pylint: disable=abstract-method  # Kera
             if sample_weight is not None:
                 mask = mask * ops.reshape(ops.cast(sample_weight, "float32"), (-1,))
             parts = head.compute_loss(y, y_pred[spec.name], mask, context)
+            # A batch without any example of this head (e.g. a validation batch of another
+            # dataset) says nothing about it: it is left out of the head's running means.
+            present = self._any_example(mask)
             head_total = ops.convert_to_tensor(0.0, "float32")
             for part_name, value in parts.items():
                 head_total = head_total + value
-                self._head_metrics[f"{spec.name}_{part_name}"].update_state(value * replicas)
-            self._head_metrics[f"{spec.name}_loss"].update_state(head_total * replicas)
+                self._head_metrics[f"{spec.name}_{part_name}"].update_state(
+                    value * replicas, sample_weight=present)
+            self._head_metrics[f"{spec.name}_loss"].update_state(
+                head_total * replicas, sample_weight=present)
             total = total + self._loss_weight_values[index] * head_total
         if self.losses:
             # Every replica adds the same regularisation: its share is 1 / replicas.
             total = total + ops.cast(ops.sum(ops.stack(self.losses)), "float32") / replicas
         return total
+
+    def _any_example(self, mask: Any) -> Any:
+        """1.0 when the (global) batch holds an example of the masked head, else 0.0."""
+        count = ops.sum(ops.cast(mask > 0, "float32"))
+        if self.cross_replica_sum is not None:
+            count = self.cross_replica_sum(count)
+        return ops.cast(count > 0, "float32")
 
     def decode(self, y_pred: dict) -> dict:
         """Decodes every head's raw outputs.

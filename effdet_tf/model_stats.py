@@ -5,7 +5,6 @@ multiply-adds at the chosen size (counted analytically from the conv / dense lay
 the convention of automl's "2.54B FLOPs" for D0), and the CPU forward latency (median,
 batch 1) of the multi-head model against a single-head model measured in the same run.
 """
-import argparse
 import statistics
 import time
 from typing import Any, Dict, List, Optional, Sequence
@@ -14,7 +13,7 @@ import keras
 import numpy as np
 
 from effdet_tf.bifpn import LAYER_PREFIX
-from effdet_tf.cli import run_cli
+from effdet_tf.cli import make_parser, run_cli
 from effdet_tf.errors import ConfigError
 from effdet_tf.heads import DetectionHead
 
@@ -172,11 +171,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     Returns:
         Exit code 0.
     """
-    parser = argparse.ArgumentParser(prog="python -m effdet_tf.model_stats",
-                                     description=__doc__.splitlines()[0])
+    parser = make_parser("python -m effdet_tf.model_stats",
+                         description=__doc__.splitlines()[0])
     parser.add_argument("--image-size", type=int, default=512)
     parser.add_argument("--heads", default=DEFAULT_HEADS,
-                        help="name=classes,... (default %(default)s)")
+                        help="name=classes,...")
     parser.add_argument("--runs", type=int, default=15, help="timed forward passes per model")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--no-latency", action="store_true", help="skip the timing")

@@ -11,3 +11,6 @@ Modules (each a CLI, `python -m export.<name> --help`):
 Helpers: `graph` (the exported computation), `io` (atomic outputs), `onnx_rewrite`
 (Mish made fast in ONNX Runtime), `cli_args`.
 """
+from effdet_tf.cli import quiet_if_cli
+
+quiet_if_cli()  # before anything imports TensorFlow: its start-up lines stay off

@@ -34,7 +34,7 @@ import numpy as np
 import tensorflow as tf
 
 from effdet_tf import nms_tf
-from effdet_tf.cli import run_cli
+from effdet_tf.cli import make_parser, run_cli
 from effdet_tf.config import ExperimentConfig
 from effdet_tf.errors import ConfigError
 from export.bench_report import HEAD_RUNTIMES, format_report, head_table
@@ -268,14 +268,14 @@ def bench(run: str, *, weights: str = "final", repeats: int = 20, warmup: int = 
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line parser."""
-    parser = argparse.ArgumentParser(
-        prog="python -m export.bench",
-        description="CPU latency of Keras, SavedModel and ONNX Runtime; two heads vs one.")
+    parser = make_parser("python -m export.bench",
+                         description="CPU latency of Keras, SavedModel and ONNX Runtime; "
+                                     "two heads vs one.")
     add_run_args(parser)
-    parser.add_argument("--repeats", type=int, default=20, help="timed runs (default 20)")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed runs first (default 3)")
+    parser.add_argument("--repeats", type=int, default=20, help="timed runs")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed runs first")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8],
-                        help="batch sizes (default 1 8)")
+                        help="batch sizes")
     parser.add_argument("--saved-model", default=None,
                         help="use this SavedModel of the run instead of exporting one")
     parser.add_argument("--onnx", default=None,

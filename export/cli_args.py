@@ -12,11 +12,11 @@ def add_run_args(parser: argparse.ArgumentParser) -> None:
     """
     parser.add_argument("--run", required=True, help="run folder")
     parser.add_argument("--weights", default="final", choices=WEIGHT_CHOICES,
-                        help="final = model.keras at the end of training (default; falls "
-                             "back to the last checkpoint), best or last checkpoint")
+                        help="final = model.keras at the end of training (falls back to the "
+                             "last checkpoint), best or last checkpoint")
     parser.add_argument("--image-size", type=int, default=None,
                         help="input side to export at, a multiple of 128 "
-                             "(default: the side the run was trained at)")
+                             "(None: the side the run was trained at)")
 
 
 def add_output_args(parser: argparse.ArgumentParser, what: str) -> None:

@@ -25,7 +25,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from effdet_tf.cli import run_cli
+from effdet_tf.cli import make_parser, run_cli
 from effdet_tf.errors import ConfigError, ExportError
 from export.cli_args import add_output_args, add_run_args
 from export.graph import DetectionGraph, load_graph
@@ -199,13 +199,12 @@ def export_onnx(run: str, out: str, *, opset: int = DEFAULT_OPSET, weights: str 
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line parser."""
-    parser = argparse.ArgumentParser(
-        prog="python -m export.onnx",
-        description="Export a run to ONNX (letterbox, all heads and NMS inside).")
+    parser = make_parser("python -m export.onnx",
+                         description="Export a run to ONNX (letterbox, all heads and NMS inside).")
     add_run_args(parser)
     add_output_args(parser, ".onnx file")
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET,
-                        help=f"ONNX opset (default {DEFAULT_OPSET})")
+                        help="ONNX opset")
     return parser
 
 

@@ -19,7 +19,7 @@ from typing import Optional, Sequence
 
 import tensorflow as tf
 
-from effdet_tf.cli import run_cli
+from effdet_tf.cli import make_parser, run_cli
 from effdet_tf.errors import ExportError
 from export.cli_args import add_output_args, add_run_args
 from export.graph import DetectionGraph, load_graph
@@ -89,9 +89,9 @@ def export_saved_model(run: str, out: str, *, weights: str = "final",
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line parser."""
-    parser = argparse.ArgumentParser(
-        prog="python -m export.saved_model",
-        description="Export a run to a SavedModel (letterbox, all heads and NMS inside).")
+    parser = make_parser("python -m export.saved_model",
+                         description="Export a run to a SavedModel (letterbox, all heads "
+                                     "and NMS inside).")
     add_run_args(parser)
     add_output_args(parser, "SavedModel folder")
     return parser

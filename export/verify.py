@@ -22,7 +22,7 @@ import tensorflow as tf
 
 from data_pipelines.decode import letterbox
 from effdet_tf import nms_tf
-from effdet_tf.cli import run_cli
+from effdet_tf.cli import make_parser, run_cli
 from effdet_tf.errors import ExportError
 from export.cli_args import add_run_args
 from export.graph import RAW_KEYS, DetectionGraph, load_graph
@@ -356,14 +356,13 @@ def verify(run: str, onnx_path: str, saved_model: str, *,
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line parser."""
-    parser = argparse.ArgumentParser(
-        prog="python -m export.verify",
-        description="Compare Keras, SavedModel and ONNX Runtime outputs of a run.")
+    parser = make_parser("python -m export.verify",
+                         description="Compare Keras, SavedModel and ONNX Runtime outputs of a run.")
     add_run_args(parser)
     parser.add_argument("--onnx", required=True, help="exported .onnx file")
     parser.add_argument("--saved-model", required=True, help="exported SavedModel folder")
     parser.add_argument("--images", nargs="+", default=None,
-                        help="image files (default: a few generated images)")
+                        help="image files (None: a few generated images)")
     return parser
 
 

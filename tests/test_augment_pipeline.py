@@ -94,3 +94,22 @@ def test_too_many_boxes_keeps_max_boxes_and_drops_degenerate():
     height = out["boxes"][..., 3] - out["boxes"][..., 1]
     assert np.all(width[valid] >= 2.0) and np.all(height[valid] >= 2.0)
     assert valid.sum(axis=1).max() == boxes.shape[1]
+
+
+def test_mixing_switch_leaves_whole_images():
+    """With mixing off (the last `close_mosaic` epochs) the compiled chain gives exactly
+    what a chain without Mosaic, CutMix and MixUp gives; switched back on, it mixes."""
+    batch = make_batch(40)
+    seed = tf.constant([3, 7], tf.int32)
+    mixing = YoloV4Augment(SIZE, mosaic=1.0, cutmix=1.0, mixup=0.5, hue=0.0)
+    plain = to_numpy(YoloV4Augment(SIZE, mosaic=0.0, cutmix=0.0, mixup=0.0, hue=0.0)(
+        batch, seed))
+    mixed = to_numpy(mixing(batch, seed))
+    mixing.set_mixing(False)
+    assert not mixing.mixing
+    closed = to_numpy(mixing(batch, seed))
+    for key, value in plain.items():
+        np.testing.assert_array_equal(closed[key], value, err_msg=key)
+    assert np.any(mixed["images"] != plain["images"])
+    mixing.set_mixing(True)
+    np.testing.assert_array_equal(to_numpy(mixing(batch, seed))["images"], mixed["images"])

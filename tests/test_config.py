@@ -65,9 +65,14 @@ def test_dump_round_trip(tmp_path):
 
 
 def test_missing_dataset_path(tmp_path):
-    """A missing dataset folder names the dataset and the folder."""
-    cfg = config_from_dict({"data": {"datasets": [{"name": "a", "root": str(tmp_path / "no")}]}})
-    with pytest.raises(ConfigError, match=r"dataset 'a': folder .*no does not exist"):
+    """A missing dataset folder names the dataset, the folder and the real key to set."""
+    (tmp_path / "yes").mkdir()
+    cfg = config_from_dict({"data": {"datasets": [{"name": "a", "root": str(tmp_path / "yes")},
+                                                  {"name": "b", "root": str(tmp_path / "no")}]}})
+    with pytest.raises(ConfigError, match=r"dataset 'b': folder .*no does not exist "
+                                          r"\(set data\.datasets\.1\.root\)"):
+        check_dataset_paths(cfg, splits=())
+    with pytest.raises(ConfigError, match=r"dataset 'a': annotation file .* does not exist"):
         check_dataset_paths(cfg)
 
 

@@ -101,7 +101,7 @@ def test_convert_generic_and_refusals(shared, tmp_path, capsys):
     out2 = tmp_path / "short.weights.h5"
     code, _, err = run_main(["convert", "--cfg", cfg, "--weights", short, "--out", out2],
                             capsys)
-    assert code == 2 and err.startswith("error: ") and "too short" in err
+    assert code == 2 and err.startswith("error: ") and "does not match the cfg" in err
     assert f"{os.path.getsize(weights):,}" in err and f"{os.path.getsize(short):,}" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "fastest.weights.h5", "short.weights"]
@@ -149,3 +149,32 @@ def test_unknown_section_via_cli(tmp_path, capsys):
     code, _, err = run_main(["inspect", "--cfg", cfg], capsys)
     assert code == 2
     assert "unknown or unsupported section [region] at line 6" in err and str(cfg) in err
+
+
+@pytest.mark.slow
+def test_download_keeps_a_checked_file_only(shared, tmp_path, capsys):
+    """`download` from a local file:// URL: the yolov4-sized file passes both checks; a file
+    of another model, or of the wrong size, is refused and nothing is left behind."""
+    cfg = shared("darknet", "alexeyab-cfg", "yolov4.cfg")
+    source = write_indexed(tmp_path / "source.weights", YOLOV4_BYTES)
+    out = tmp_path / "got" / "yolov4.weights"
+    code, stdout, err = run_main(["download", "--cfg", cfg, "--out", out,
+                                  "--url", source.as_uri()], capsys)
+    assert code == 0, err
+    assert os.path.getsize(out) == YOLOV4_BYTES and "size and byte accounting" in stdout
+    assert "python -m effdet_tf.darknet convert" in stdout
+    os.remove(source)
+    os.remove(out)
+
+    fastest = shared("darknet", "yolo-fastest", "yolo-fastest-1.1.weights")
+    xl_cfg = shared("darknet", "yolo-fastest", "yolo-fastest-xl.cfg")
+    code, _, err = run_main(["download", "--cfg", xl_cfg, "--out", out, "--size", "0",
+                             "--url", fastest.as_uri()], capsys)
+    assert code == 2 and "does not match the cfg" in err
+    code, _, err = run_main(["download", "--cfg", cfg, "--out", out,
+                             "--url", fastest.as_uri()], capsys)
+    assert code == 2 and f"expected {YOLOV4_BYTES:,}" in err
+    code, _, err = run_main(["download", "--cfg", cfg, "--out", out,
+                             "--url", (tmp_path / "none.weights").as_uri()], capsys)
+    assert code == 2 and "download failed" in err
+    assert sorted(p.name for p in (tmp_path / "got").iterdir()) == []

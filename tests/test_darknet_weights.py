@@ -62,13 +62,26 @@ def test_short_or_long_file_names_both_sizes(shared, tmp_path, delta):
         dst.write(data[:size + delta] if delta < 0 else data + b"\0" * delta)
     model = build_darknet_model(cfg)
     before = model.get_layer("conv_000").kernel.numpy().copy()
-    what = "too short" if delta < 0 else "too long"
+    what = "shorter" if delta < 0 else "longer"
     with pytest.raises(DarknetError) as err:
         load_darknet_weights(model, cfg, copy)
     message = str(err.value)
-    assert str(copy) in message and what in message
+    assert str(copy) in message and what in message and f"does not match the cfg {cfg}" in message
     assert f"{size:,}" in message and f"{size + delta:,}" in message
     np.testing.assert_array_equal(model.get_layer("conv_000").kernel.numpy(), before)
+
+
+def test_cfg_of_another_model_is_named_as_a_mismatch(shared):
+    """yolo-fastest-xl.cfg with yolo-fastest-1.1.weights: both files and byte counts named."""
+    cfg = shared("darknet", "yolo-fastest", "yolo-fastest-xl.cfg")
+    weights = shared("darknet", "yolo-fastest", "yolo-fastest-1.1.weights")
+    model = build_darknet_model(cfg)
+    with pytest.raises(DarknetError) as err:
+        load_darknet_weights(model, cfg, weights)
+    message = str(err.value)
+    assert f"the weights file {weights} does not match the cfg {cfg}" in message
+    assert f"the file has {os.path.getsize(weights):,} bytes" in message
+    assert "use the cfg the weights were trained with" in message
 
 
 def test_upto_reports_bytes_left(shared):
@@ -159,7 +172,8 @@ def test_load_backbone_weights_bad_files(tmp_path):
     with pytest.raises(DarknetError, match="cannot read weights .*x.weights"):
         load_backbone_weights(model, tmp_path / "x.weights")
     short = write_indexed(tmp_path / "short.weights", 20 + 4 * 7)
-    with pytest.raises(DarknetError, match=r"too short: .* need 52 bytes .* has 48 bytes"):
+    with pytest.raises(DarknetError, match=r"does not match the model: .* need 52 bytes "
+                                              r".* has 48 bytes"):
         load_backbone_weights(model, short)
     report = load_backbone_weights(model, write_indexed(tmp_path / "ok.weights", 20 + 4 * 9))
     assert (report.bytes_read, report.bytes_left) == (52, 4)

@@ -122,6 +122,22 @@ def test_loss_sums_heads(model):
     assert float(model.b_loss.result()) > 0
 
 
+def test_head_metrics_skip_batches_without_the_head(model):
+    """A batch with no example of a head leaves that head's running loss untouched, so a
+    validation pass over single-dataset batches averages each head over its own examples."""
+    model.reset_metrics()
+    images, y = _batch(dataset_id=(0, 0))
+    y_pred = model(images)
+    model.compute_loss(images, y, y_pred)
+    alone = float(model.a_loss.result())
+    assert float(model.b_loss.count.numpy()) == 0.0
+    other_images, other_y = _batch(dataset_id=(1, 1))
+    model.compute_loss(other_images, other_y, model(other_images))
+    np.testing.assert_allclose(float(model.a_loss.result()), alone, rtol=1e-6)
+    assert float(model.a_loss.count.numpy()) == 1.0 and float(model.b_loss.result()) > 0
+    model.reset_metrics()
+
+
 def test_head_loss_weights_resolution():
     specs = normalize_heads({"a": 1, "b": 2, "c": 3})
     assert _loss_weights(specs, None) == [1.0, 1.0, 1.0]

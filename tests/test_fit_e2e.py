@@ -5,6 +5,7 @@ The run is tiny (128 px, a few steps) so it proves the plumbing, not accuracy.
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -56,11 +57,14 @@ def test_fit_writes_everything(finished_run):
                 "checkpoints/best.weights.h5", "model.keras", "log.csv", "summary.json",
                 "plots/learning_curves.png", "eval_test/metrics_test.json"):
         assert (run / rel).is_file(), rel
+    assert not (run / "backup").exists(), "the resume backup outlived the finished run"
     with open(run / "log.csv", encoding="utf-8") as stream:
         rows = list(csv.DictReader(stream))
     assert len(rows) == 2
-    for key in ("loss", "shapes_loss", "signs_loss", "val_shapes_loss", "val_signs_loss"):
+    for key in ("loss", "shapes_loss", "signs_loss", "val_shapes_loss", "val_signs_loss",
+                "learning_rate"):
         assert key in rows[0], sorted(rows[0])
+    assert float(rows[1]["learning_rate"]) < float(rows[0]["learning_rate"])
     metrics = json.loads((run / "eval_test/metrics_test.json").read_text(encoding="utf-8"))
     assert set(metrics) == {"shapes", "signs"}
     assert all(m["num_images"] == 8 for m in metrics.values())
@@ -78,15 +82,23 @@ def test_evaluate_and_predict_cli(finished_run, sample, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "own val split" in proc.stdout
     assert (run / "eval_val" / "metrics_val.json").is_file()
+    broken = tmp_path / "broken.jpg"
+    broken.write_text("not an image", encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     proc = subprocess.run([sys.executable, "-m", "train.predict", "--run", str(run),
-                           "--out", str(tmp_path), "--score", "0.0", sample["composite"]],
+                           "--out", str(tmp_path), "--score", "0.0", str(broken),
+                           sample["composite"]],
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=900,
-                          check=False)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+                          check=False, env=env)
+    # The unreadable file is named and makes the exit code 1; the good image is still drawn.
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert f"error: {broken}: cannot read image" in proc.stderr
+    assert "1 of 2 image(s) could not be read" in proc.stderr
     report = json.loads((tmp_path / "detections.json").read_text(encoding="utf-8"))
     heads = {d["head"] for d in report["composite"]["detections"]}
-    assert heads == {"shapes", "signs"}
+    assert heads == {"shapes", "signs"} and "broken" not in report
     assert (tmp_path / "composite_pred.jpg").is_file()
+    assert "I0000" not in proc.stderr and "E0000" not in proc.stderr, proc.stderr[-2000:]
 
 
 @pytest.mark.slow
@@ -116,6 +128,25 @@ def test_resume_after_kill(sample, tmp_path):
         epochs = [int(row["epoch"]) for row in csv.DictReader(stream)]
     assert epochs[-1] == 2 and 0 in epochs and epochs.count(2) == 1
     assert (tmp_path / "run" / "model.keras").is_file()
+
+
+def test_bad_test_image_is_found_before_training(sample, tmp_path):
+    """A corrupt test-split image fails the run up front, and leaves no run folder behind
+    that would refuse the corrected config."""
+    data = tmp_path / "data"
+    for name in ("shapes", "signs"):
+        shutil.copytree(os.path.join(sample["root"], name), data / name)
+    victim = data / "signs" / "images" / "test_0003.jpg"
+    victim.write_bytes(victim.read_bytes()[:200])
+    cfg_file = tmp_path / "tiny.yaml"
+    cfg_file.write_text(dump_config(_config(str(data), tmp_path / "run")), encoding="utf-8")
+    proc = subprocess.run([sys.executable, "-m", "train.fit", "--config", str(cfg_file)],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
+                          check=False)
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert str(victim) in proc.stderr and "(test split)" in proc.stderr
+    assert "compiling" not in proc.stdout
+    assert not (tmp_path / "run").exists()
 
 
 def test_nan_guard_names_the_step(tmp_path):

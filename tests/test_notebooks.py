@@ -36,6 +36,7 @@ CLIS: Tuple[Tuple[str, str, Tuple[str, ...]], ...] = (
     ("python -m effdet_tf.darknet", "effdet_tf.darknet.commands", ()),
     ("python -m effdet_tf.darknet convert", "effdet_tf.darknet.commands", ("convert",)),
     ("python -m effdet_tf.darknet inspect", "effdet_tf.darknet.commands", ("inspect",)),
+    ("python -m effdet_tf.darknet download", "effdet_tf.darknet.commands", ("download",)),
     ("python -m effdet_tf.model_stats", "effdet_tf.model_stats", ()),
     ("python -m train.fit", "train.fit", ()),
     ("python -m train.evaluate", "train.evaluate", ()),

@@ -87,3 +87,24 @@ def test_summarise_verdict(tmp_path):
                        ["a", "b"])
     assert better["a"]["verdict"] == "two-head better" and better["a"]["matches"]
     assert better["b"]["verdict"] == "matches (within noise)"
+
+
+def test_close_mosaic_switches_mixing_for_the_last_epochs():
+    """CloseMosaic turns mixing off from epoch `epochs - close` on, also when resuming."""
+    from train.callbacks import CloseMosaic  # pylint: disable=import-outside-toplevel
+
+    class Recorder:  # pylint: disable=too-few-public-methods  # an augmenter stand-in
+        def __init__(self):
+            self.states = []
+
+        def set_mixing(self, enabled):
+            self.states.append(enabled)
+
+    recorder = Recorder()
+    callback = CloseMosaic(recorder, epochs=5, close_epochs=2)
+    for epoch in (0, 1, 2, 3, 4, 3):
+        callback.on_epoch_begin(epoch)
+    assert recorder.states == [True, True, True, False, False, False]
+    short = Recorder()
+    CloseMosaic(short, epochs=4, close_epochs=10).on_epoch_begin(0)
+    assert short.states == [False]

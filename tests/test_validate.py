@@ -103,3 +103,40 @@ def test_raise_if_problems_is_quiet_when_clean(tmp_path):
     problems = validate_source(str(tmp_path / "annotations" / "instances_val.json"),
                                str(tmp_path / "images"))
     assert any("categories[0] has no integer id" in p for p in problems)
+
+
+def test_box_wholly_outside_its_image_is_refused(tmp_path, capsys):
+    """A box past the image edge is an error naming file, annotation id and image size;
+    boxes that only overhang are clipped and counted in one warning, printed once."""
+    from data_pipelines.pipeline import build_sources  # pylint: disable=import-outside-toplevel
+
+    write_image(tmp_path / "images" / "a.jpg", 650, 400)
+    ann_file = write_coco(tmp_path, [_img(1, "a.jpg", 650, 400)], [
+        _ann(11, 1, bbox=(750, 10, 50, 50)),     # wholly right of the image
+        _ann(12, 1, bbox=(600, 10, 100, 50)),    # overhangs the right edge
+        _ann(13, 1, bbox=(-20, -5, 40, 40)),     # overhangs the top-left corner
+        _ann(14, 1, bbox=(10, 10, 50, 50))])
+    with pytest.raises(DataError) as err:
+        CocoSource("x", str(ann_file), str(tmp_path / "images")).check()
+    message = str(err.value)
+    assert f"{ann_file}: annotation id 11: bbox [750, 10, 50, 50] lies wholly outside its " \
+           "image (id 1, 650x400 px)" in message
+    assert "annotation id 12" not in message and "annotation id 13" not in message
+
+    ann_file = write_coco(tmp_path, [_img(1, "a.jpg", 650, 400)], [
+        _ann(12, 1, bbox=(600, 10, 100, 50)), _ann(13, 1, bbox=(-20, -5, 40, 40))])
+
+    class Config:  # pylint: disable=too-few-public-methods  # a dataset config stand-in
+        name = "x"
+
+        @staticmethod
+        def paths(_split):
+            return str(ann_file), str(tmp_path / "images")
+
+    for _ in range(2):
+        build_sources([Config()], "train")
+    err_text = capsys.readouterr().err
+    assert err_text.count("2 boxes overhang the image edge and will be clipped to it") == 1
+    source = CocoSource("x", str(ann_file), str(tmp_path / "images"))
+    boxes = source.dataset(128, 4).take(1).get_single_element()["boxes"].numpy()[:2]
+    assert boxes.min() >= 0 and boxes.max() <= 128 and boxes[0, 2] == 128

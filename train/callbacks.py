@@ -141,3 +141,39 @@ class Throughput(keras.callbacks.Callback):
         if not self.step_seconds:
             return 0.0
         return self.batch_size / statistics.median(self.step_seconds)
+
+
+class LearningRateLogger(keras.callbacks.Callback):
+    """Adds the learning rate at the end of each epoch to the logs as `learning_rate`.
+
+    Put it before the CSV and TensorBoard loggers, which then record it.
+    """
+
+    def on_epoch_end(self, epoch, logs=None):
+        """Reads the optimizer's current learning rate (its schedule at this step)."""
+        if logs is not None:
+            logs["learning_rate"] = float(keras.ops.convert_to_numpy(
+                self.model.optimizer.learning_rate))
+
+
+class CloseMosaic(keras.callbacks.Callback):
+    """Stops image mixing (Mosaic, CutMix, MixUp) for the last `close_epochs` epochs.
+
+    The last epochs then train on whole images, as they are evaluated (ultralytics'
+    `close_mosaic`). Set at each epoch's start from the epoch number, so a resumed run
+    is in the right phase.
+
+    Args:
+        augmenter: the `YoloV4Augment` of the run (its `set_mixing`).
+        epochs: planned epochs.
+        close_epochs: epochs at the end without mixing (0: mix to the end).
+    """
+
+    def __init__(self, augmenter, epochs: int, close_epochs: int):
+        super().__init__()
+        self.augmenter = augmenter
+        self.first_closed = max(0, epochs - max(0, close_epochs))
+
+    def on_epoch_begin(self, epoch, logs=None):
+        """Mixing on before `first_closed`, off from it."""
+        self.augmenter.set_mixing(epoch < self.first_closed)

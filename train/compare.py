@@ -7,7 +7,6 @@ Writes `comparison.md` (table with differences and a noise verdict), `comparison
 (bar chart) and `comparison.json`. Finished runs are reused, so an interrupted
 comparison continues where it stopped.
 """
-import argparse
 import copy
 import dataclasses
 import json
@@ -18,7 +17,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from effdet_tf.cli import run_cli
+from effdet_tf.cli import make_parser, run_cli
 from effdet_tf.config import ExperimentConfig, load_config
 
 # |difference| under this AP is called "within noise" when only one seed was run.
@@ -205,12 +204,12 @@ def run_comparison(cfg: ExperimentConfig, *, seeds: Sequence[int], out_dir: str,
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """CLI entry point."""
-    parser = argparse.ArgumentParser(prog="python -m train.compare", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = make_parser("python -m train.compare", description=__doc__)
     parser.add_argument("--config", required=True, help="multi-dataset YAML config")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value (repeatable)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--out", default=None, help="folder (default runs/compare_<name>)")
+    parser.add_argument("--out", default=None, help="folder (None: runs/compare_<name>)")
     args = parser.parse_args(argv)
     cfg = load_config(args.config, args.set)
     out_dir = args.out or os.path.join("runs", f"compare_{cfg.name}")

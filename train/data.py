@@ -1,7 +1,7 @@
 """Datasets for training and evaluation, built from an experiment config."""
 import json
 import math
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import tensorflow as tf
 
@@ -42,6 +42,20 @@ def count_images(dataset: DatasetConfig, split: str) -> int:
         raise DataError(f"{ann}: cannot count images ({err})") from err
 
 
+def validate_datasets(cfg: ExperimentConfig, splits: Sequence[str]) -> None:
+    """Checks every dataset's json and image files for each split, listing every problem.
+
+    Args:
+        cfg: the experiment config.
+        splits: the splits to check.
+
+    Raises:
+        DataError: any dataset of any split has a problem (all of them listed).
+    """
+    for split in splits:
+        pipeline.build_sources(cfg.data.datasets, split, on_corrupt=cfg.data.on_corrupt)
+
+
 def steps_per_epoch(cfg: ExperimentConfig) -> int:
     """Steps of one epoch: the configured value, or every training image once on average."""
     if cfg.train.steps_per_epoch:
@@ -54,21 +68,22 @@ def make_augmenter(cfg: ExperimentConfig) -> Optional[YoloV4Augment]:
     """The YOLOv4 augmenter of the config, or None when augmentation is off."""
     if not cfg.train.augment:
         return None
-    return YoloV4Augment(cfg.data.image_size, **vars(cfg.augment))
+    return YoloV4Augment(cfg.data.image_size, **cfg.augment.chain_kwargs())
 
 
-def make_train_dataset(cfg: ExperimentConfig, *, on_device: bool) -> tf.data.Dataset:
+def make_train_dataset(cfg: ExperimentConfig, *,
+                       augmenter: Optional[YoloV4Augment] = None) -> tf.data.Dataset:
     """Infinite training batches from every dataset, mixed with their ids.
 
     Args:
         cfg: the experiment config.
-        on_device: True when the train step augments (raw dict batches are returned);
-            False to augment in tf.data and return `(images, targets)` pairs.
+        augmenter: augment in tf.data with it and return `(images, targets)` pairs; None
+            returns raw dict batches (the train step augments them on the device).
 
     Returns:
         The batched dataset.
     """
-    augmenter = None if on_device else make_augmenter(cfg)
+    on_device = augmenter is None
     dataset = pipeline.build_train_dataset(
         cfg.data.datasets, image_size=cfg.data.image_size, max_boxes=cfg.data.max_boxes,
         batch_size=cfg.train.batch_size, seed=cfg.train.seed,

@@ -32,7 +32,7 @@ def plot_pr_curves(path: str | os.PathLike, recall: np.ndarray,
         title: figure title.
         ap: class name -> AP shown in the legend.
     """
-    figure = Figure(figsize=(6.4, 5.0))
+    figure = Figure(figsize=(8.4, 5.0))
     axes = figure.add_subplot()
     drawn = []
     for name, precision in precisions.items():
@@ -47,20 +47,19 @@ def plot_pr_curves(path: str | os.PathLike, recall: np.ndarray,
                   linestyle="--", linewidth=1.2, label="mean")
     missing = [name for name, p in precisions.items() if not np.any(np.asarray(p) >= 0)]
     if missing:
-        axes.text(0.02, 0.02, "no ground truth: " + ", ".join(missing),
-                  transform=axes.transAxes, fontsize=8)
+        figure.text(0.01, 0.01, "no ground truth: " + ", ".join(missing), fontsize=8)
     axes.set(xlim=(0.0, 1.0), ylim=(0.0, 1.02), xlabel="recall", ylabel="precision",
              title=title or "precision-recall")
     axes.grid(True, alpha=0.3)
-    if drawn:
-        axes.legend(loc="lower left" if not missing else "center left", fontsize=8)
+    if drawn:  # beside the axes, never over a curve
+        axes.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=9, borderaxespad=0.0)
     figure.tight_layout()
     _save(figure, path)
 
 
 def plot_confusion_matrix(path: str | os.PathLike, counts: np.ndarray,
                           labels: Sequence[str], *, title: str = "") -> None:
-    """Plots a confusion matrix: colours are row-normalised, cells show the counts.
+    """Plots a confusion matrix: colours are row-normalised, cells show count and row %.
 
     Args:
         path: PNG file to write.
@@ -83,7 +82,8 @@ def plot_confusion_matrix(path: str | os.PathLike, counts: np.ndarray,
     for i in range(counts.shape[0]):
         for j in range(counts.shape[1]):
             if counts[i, j] > 0:
-                axes.text(j, i, f"{int(counts[i, j])}", ha="center", va="center", fontsize=8,
+                axes.text(j, i, f"{int(counts[i, j])}\n{rates[i, j]:.0%}", ha="center",
+                          va="center", fontsize=8,
                           color="white" if rates[i, j] > 0.5 else "black")
     figure.tight_layout()
     _save(figure, path)

@@ -3,7 +3,6 @@
 Each head is scored only on the split of the dataset it was trained for, every image of
 that split counted (images with no detection included), with pycocotools.
 """
-import argparse
 import json
 import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -11,7 +10,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from tqdm import tqdm
 
-from effdet_tf.cli import run_cli
+from effdet_tf.cli import make_parser, run_cli
 from effdet_tf.config import ExperimentConfig, check_dataset_paths
 from train.coco_eval import evaluate_detections
 from train.data import eval_dataset
@@ -124,7 +123,7 @@ def format_table(results: Dict[str, Any], split: str) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """CLI entry point."""
-    parser = argparse.ArgumentParser(prog="python -m train.evaluate", description=__doc__)
+    parser = make_parser("python -m train.evaluate", description=__doc__)
     parser.add_argument("--run", required=True, help="run folder written by train.fit")
     parser.add_argument("--split", default="test", choices=("train", "val", "test"))
     parser.add_argument("--weights", default="final", choices=("best", "last", "final"))

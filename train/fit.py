@@ -1,22 +1,25 @@
 """Train the multi-head detector: `python -m train.fit --config CONFIG [--set key=value ...]`.
 
 One run folder holds everything: the config, class table, CSV and TensorBoard logs,
-best and last checkpoints, the backup used to resume after an interruption, the final
-model, the learning-curve PNG and the per-head COCO metrics on the test split.
+best and last checkpoints, the backup used to resume after an interruption (deleted
+once the run has finished), the final model, the learning-curve PNG and the per-head
+COCO metrics on the test split. Every split's data is checked before training starts.
 Running the same command again resumes an interrupted run from its last backup.
 """
-import argparse
 import dataclasses
 import json
 import os
+import shutil
 import time
 from typing import Any, Dict, Optional, Sequence
 
-from effdet_tf.cli import run_cli
+from effdet_tf.cli import make_parser, run_cli
 from effdet_tf.config import ExperimentConfig, check_dataset_paths, dump_config, load_config
 from effdet_tf.errors import EffdetError
 
 DEFAULT_CONFIG = "configs/demo.yaml"
+BACKUP_DIR = "backup"
+SPLITS = ("train", "val", "test")
 
 
 class TrainingError(EffdetError):
@@ -30,9 +33,10 @@ def _optimizer(cfg: ExperimentConfig, total_steps: int, steps_per_epoch: int):
 
     base = cfg.train.learning_rate
     if base is None:
-        base = 0.08 * cfg.train.batch_size / 64 if cfg.train.optimizer == "sgd" else 1e-3
-    schedule = WarmupCosine(base_lr=base, total_steps=total_steps,
-                            warmup_steps=int(cfg.train.warmup_epochs * steps_per_epoch))
+        base = 0.08 * cfg.train.batch_size / 64 if cfg.train.optimizer == "sgd" else 2e-3
+    # A warm-up of more than a tenth of a short run would leave too few steps at full rate.
+    warmup = min(int(cfg.train.warmup_epochs * steps_per_epoch), total_steps // 10)
+    schedule = WarmupCosine(base_lr=base, total_steps=total_steps, warmup_steps=warmup)
     common = {"learning_rate": schedule,
               "global_clipnorm": cfg.train.clip_norm or None,
               "use_ema": cfg.train.ema_decay > 0,
@@ -60,14 +64,22 @@ def _distribution(cfg: ExperimentConfig):
 
 
 def prepare_data(cfg: ExperimentConfig) -> None:
-    """Generates the embedded sample datasets when the config asks, then checks paths."""
+    """Generates the embedded sample datasets when the config asks, then checks every split.
+
+    Every split the run reads (train, val and test) is validated here, before the run
+    folder is made, so a data problem is found before training and leaves nothing behind.
+    """
+    # pylint: disable=import-outside-toplevel  # keep `--help` fast
     if cfg.data.sample_data:
-        from data_pipelines.sample_data import ensure_sample_data  # pylint: disable=import-outside-toplevel
+        from data_pipelines.sample_data import ensure_sample_data
         ensure_sample_data(cfg.data.sample_data, seed=0)
-    check_dataset_paths(cfg, splits=("train", "val", "test"))
+    check_dataset_paths(cfg, splits=SPLITS)
+    from train.data import validate_datasets
+    validate_datasets(cfg, SPLITS)
 
 
-def _callbacks(cfg: ExperimentConfig, run: str, detector: Any, steps: int, resuming: bool):
+def _callbacks(cfg: ExperimentConfig, run: str, detector: Any, steps: int, resuming: bool,
+               verbose: int):
     """The training callbacks, in the order that keeps a killed run consistent.
 
     Returns:
@@ -77,24 +89,35 @@ def _callbacks(cfg: ExperimentConfig, run: str, detector: Any, steps: int, resum
     import keras
 
     from train import callbacks as cbs
+    from train.progress import EpochProgress
 
     ckpt = cbs.DetectorCheckpoint(detector, os.path.join(run, "checkpoints"))
     if resuming:
         ckpt.resume_from_log(os.path.join(run, "log.csv"))
     guard = cbs.NanGuard(steps, ckpt.last_path)
     speed = cbs.Throughput(cfg.train.batch_size)
-    # BackupAndRestore goes last: an epoch is marked done only after its log row and
-    # checkpoints are on disk, so a kill -9 at any moment loses nothing it reports.
+    # The learning rate joins the logs before the loggers read them. BackupAndRestore goes
+    # last: an epoch is marked done only after its log row and checkpoints are on disk,
+    # so a kill -9 at any moment loses nothing it reports.
     callbacks = [
-        speed, guard, ckpt,
+        speed, guard, cbs.LearningRateLogger(), ckpt,
         keras.callbacks.CSVLogger(os.path.join(run, "log.csv"), append=resuming),
         keras.callbacks.TensorBoard(os.path.join(run, "tensorboard"), write_graph=False),
     ]
+    if verbose:
+        callbacks.append(EpochProgress(cfg.train.epochs, steps, tuple(cfg.head_names),
+                                       bar=verbose == 1))
     if cfg.train.patience > 0:
         callbacks.append(keras.callbacks.EarlyStopping(patience=cfg.train.patience))
     callbacks.append(keras.callbacks.BackupAndRestore(
-        os.path.join(run, "backup"), double_checkpoint=True, delete_checkpoint=False))
+        os.path.join(run, BACKUP_DIR), double_checkpoint=True, delete_checkpoint=False))
     return callbacks, ckpt, guard, speed
+
+
+def folder_megabytes(folder: str) -> float:
+    """Total size of the files below `folder`, in MB (10^6 bytes)."""
+    return sum(os.path.getsize(os.path.join(root, name))
+               for root, _, names in os.walk(folder) for name in names) / 1e6
 
 
 def _finish(cfg: ExperimentConfig, detector: Any, classes: Dict[str, Any],
@@ -117,6 +140,9 @@ def _finish(cfg: ExperimentConfig, detector: Any, classes: Dict[str, Any],
     if recalibrated:
         print(f"precise BN: statistics re-estimated over {recalibrated} batches")
     detector.save(os.path.join(run, MODEL_FILE))
+    # Finished: the run can no longer be resumed, so its resume backup (the weights and
+    # optimizer state, twice) goes.
+    shutil.rmtree(os.path.join(run, BACKUP_DIR), ignore_errors=True)
     plot_learning_curves(os.path.join(run, "log.csv"),
                          os.path.join(run, "plots", "learning_curves.png"))
     if evaluate:
@@ -130,7 +156,7 @@ def _finish(cfg: ExperimentConfig, detector: Any, classes: Dict[str, Any],
     speed = summary["images_per_second"]
     speed_text = f"{speed:.1f} img/s after warm-up" if speed else "too few steps to time"
     print(f"trained {summary['epochs_run']} epochs in {summary['train_seconds']:.0f} s "
-          f"({speed_text}); everything is in {run}")
+          f"({speed_text}); everything is in {run} ({folder_megabytes(run):.0f} MB)")
     return summary
 
 
@@ -157,6 +183,8 @@ def run_training(cfg: ExperimentConfig, *, overwrite: bool = False, evaluate: bo
 
     from effdet_tf.detector import build_detector
     from train import data as data_lib
+    from train import callbacks as cbs
+    from train.precise_bn import trainable_batchnorms
     from train.run_dir import prepare_run_dir, write_classes
     from train.trainer import DetectorTrainer
 
@@ -174,6 +202,7 @@ def run_training(cfg: ExperimentConfig, *, overwrite: bool = False, evaluate: bo
     steps = data_lib.steps_per_epoch(cfg)
     size = cfg.data.image_size
     with dist.scope():  # every variable (model, optimizer, metrics) is made per replica
+        augmenter = data_lib.make_augmenter(cfg)
         detector = build_detector(
             heads={name: len(info["names"]) for name, info in classes.items()},
             image_size=cfg.data.image_size, backbone=cfg.model.backbone,
@@ -182,25 +211,32 @@ def run_training(cfg: ExperimentConfig, *, overwrite: bool = False, evaluate: bo
             fpn_channels=cfg.model.fpn_channels, fpn_cells=cfg.model.fpn_cells,
             head_layers=cfg.model.head_layers, head_loss_weights=cfg.model.head_loss_weights,
             box_loss=cfg.model.box_loss)
+        for layer in trainable_batchnorms(detector):
+            layer.momentum = cfg.train.bn_momentum
         dist.attach(detector)  # per-head normalisers summed over replicas
         trainer = DetectorTrainer(
-            detector, augmenter=dist.seeded(data_lib.make_augmenter(cfg)) if on_device
-            else None, seed=cfg.train.seed)
+            detector, augmenter=dist.seeded(augmenter) if on_device else None,
+            seed=cfg.train.seed)
         trainer.compile(optimizer=_optimizer(cfg, steps * cfg.train.epochs, steps),
                         jit_compile=cfg.train.jit_compile)
         trainer(keras.ops.zeros((1, size, size, 3)))
         # Optimizer variables made before fit: TF then traces the train step once, not twice.
         trainer.optimizer.build(trainer.trainable_variables)
-    callbacks, ckpt, guard, speed = _callbacks(cfg, run, detector, steps, resuming)
+    callbacks, ckpt, guard, speed = _callbacks(cfg, run, detector, steps, resuming,
+                                                verbose)
+    if augmenter is not None and cfg.augment.close_mosaic > 0:
+        callbacks.insert(0, cbs.CloseMosaic(augmenter, cfg.train.epochs,
+                                            cfg.augment.close_mosaic))
     start = time.perf_counter()
     # tf.distribute splits each global batch over the replicas; across workers the
     # datasets are sharded by DATA (see train.strategy.Distribution.shard).
     with dist.fit_scope(trainer):
         history = trainer.fit(
-            dist.shard(data_lib.make_train_dataset(cfg, on_device=on_device)),
+            dist.shard(data_lib.make_train_dataset(
+                cfg, augmenter=None if on_device else augmenter)),
             epochs=cfg.train.epochs, steps_per_epoch=steps,
             validation_data=dist.shard(data_lib.make_val_dataset(cfg)),
-            callbacks=callbacks, verbose=verbose, shuffle=False)
+            callbacks=callbacks, verbose=0, shuffle=False)
     seconds = time.perf_counter() - start
     if guard.failure:
         raise TrainingError(guard.failure)
@@ -213,10 +249,9 @@ def run_training(cfg: ExperimentConfig, *, overwrite: bool = False, evaluate: bo
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """CLI entry point."""
-    parser = argparse.ArgumentParser(prog="python -m train.fit", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = make_parser("python -m train.fit", description=__doc__)
     parser.add_argument("--config", default=DEFAULT_CONFIG,
-                        help=f"YAML experiment config (default: {DEFAULT_CONFIG})")
+                        help="YAML experiment config")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set train.epochs=3 (repeatable)")
     parser.add_argument("--overwrite", action="store_true",

@@ -5,15 +5,16 @@ head), plus `detections.json` with the boxes in original image pixels. `--compos
 first pastes several images side by side into one (for example a fruits photo next to a
 kitchen photo), so one picture holds objects of both datasets.
 """
-import argparse
+import functools
 import json
 import os
+import sys
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageOps
+from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from effdet_tf.cli import run_cli
+from effdet_tf.cli import make_parser, run_cli
 from effdet_tf.errors import DataError
 
 HEAD_COLOURS = ((230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48),
@@ -100,9 +101,26 @@ def detect_image(detector: Any, image: np.ndarray, image_size: int,
     return found
 
 
+def _font(size: int) -> ImageFont.ImageFont:
+    """A scalable font of `size` px (Pillow's bundled one); the bitmap font if unavailable."""
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1 has no sized default font
+        return ImageFont.load_default()
+
+
+def _text_colour(fill: Sequence[int]) -> tuple:
+    """Black or white, whichever reads better on `fill`."""
+    luminance = 0.299 * fill[0] + 0.587 * fill[1] + 0.114 * fill[2]
+    return (0, 0, 0) if luminance > 150 else (255, 255, 255)
+
+
 def draw(image: np.ndarray, detections: List[Dict[str, Any]],
          head_names: Sequence[str]) -> Image.Image:
-    """Draws detections, one colour per head, with a legend of the heads.
+    """Draws detections, one colour per head, and a legend strip of the heads below.
+
+    Each box is labelled `head:class score` on a filled background of its head's colour;
+    the legend sits in a strip added under the image, so it never covers a detection.
 
     Args:
         image: RGB uint8.
@@ -110,33 +128,43 @@ def draw(image: np.ndarray, detections: List[Dict[str, Any]],
         head_names: heads in order (their colours).
 
     Returns:
-        The annotated PIL image.
+        The annotated PIL image (taller than `image` by the legend strip).
     """
-    canvas = Image.fromarray(image).convert("RGB")
+    picture = Image.fromarray(image).convert("RGB")
+    size = max(12, round(max(picture.size) / 40))
+    font = _font(size)
+    strip = size + 10
+    canvas = Image.new("RGB", (picture.width, picture.height + strip), (255, 255, 255))
+    canvas.paste(picture, (0, 0))
     pen = ImageDraw.Draw(canvas)
-    line = max(2, round(max(canvas.size) / 300))
+    line = max(2, round(max(picture.size) / 300))
     colour = {h: HEAD_COLOURS[i % len(HEAD_COLOURS)] for i, h in enumerate(head_names)}
     for det in sorted(detections, key=lambda d: d["score"]):
         x1, y1, x2, y2 = det["box_xyxy"]
-        pen.rectangle([x1, y1, x2, y2], outline=colour[det["head"]], width=line)
+        fill = colour[det["head"]]
+        pen.rectangle([x1, y1, x2, y2], outline=fill, width=line)
         text = f"{det['head']}:{det['class']} {det['score']:.2f}"
-        left, top, right, bottom = pen.textbbox((x1, y1), text)
-        y_text = max(0, y1 - (bottom - top) - 2)
-        pen.rectangle([x1, y_text, x1 + right - left + 4, y_text + bottom - top + 2],
-                      fill=colour[det["head"]])
-        pen.text((x1 + 2, y_text), text, fill=(255, 255, 255))
-    for i, head in enumerate(head_names):
-        pen.rectangle([4, 4 + 14 * i, 14, 14 + 14 * i], fill=colour[head])
-        pen.text((18, 3 + 14 * i), head, fill=colour[head])
+        left, top, right, bottom = pen.textbbox((0, 0), text, font=font)
+        height = bottom - top + 4
+        y_text = y1 - height if y1 - height >= 0 else y1
+        x_text = min(x1, max(0.0, picture.width - (right - left) - 4))
+        pen.rectangle([x_text, y_text, x_text + right - left + 4, y_text + height], fill=fill)
+        pen.text((x_text + 2, y_text + 2 - top), text, fill=_text_colour(fill), font=font)
+    x = 6
+    y = picture.height + 5
+    for head in head_names:
+        pen.rectangle([x, y, x + size, y + size], fill=colour[head])
+        pen.text((x + size + 4, y), head, fill=(0, 0, 0), font=font)
+        x += size + 4 + int(pen.textlength(head, font=font)) + 14
     return canvas
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """CLI entry point."""
-    parser = argparse.ArgumentParser(prog="python -m train.predict", description=__doc__)
+    parser = make_parser("python -m train.predict", description=__doc__)
     parser.add_argument("--run", required=True, help="run folder written by train.fit")
     parser.add_argument("images", nargs="+", help="image files")
-    parser.add_argument("--out", default=None, help="output folder (default RUN/predictions)")
+    parser.add_argument("--out", default=None, help="output folder (None: RUN/predictions)")
     parser.add_argument("--score", type=float, default=0.3, help="minimum score drawn")
     parser.add_argument("--weights", default="final", choices=("best", "last", "final"))
     parser.add_argument("--compose", action="store_true",
@@ -149,10 +177,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     cfg, detector, classes = load_run(args.run, weights=args.weights)
     out_dir = args.out or os.path.join(args.run, "predictions")
     os.makedirs(out_dir, exist_ok=True)
-    inputs = ([("composite", compose(args.images))] if args.compose else
-              [(os.path.splitext(os.path.basename(p))[0], read_rgb(p)) for p in args.images])
-    report = {}
-    for stem, image in inputs:
+    if args.compose:
+        inputs = [("composite", args.images, lambda: compose(args.images))]
+    else:
+        inputs = [(os.path.splitext(os.path.basename(p))[0], p, functools.partial(read_rgb, p))
+                  for p in args.images]
+    report, failed = {}, []
+    for stem, source, read in inputs:
+        try:
+            image = read()
+        except DataError as err:  # one bad file does not stop the others
+            print(f"error: {err}", file=sys.stderr)
+            failed.append(source)
+            continue
         found = detect_image(detector, image, cfg.data.image_size, classes,
                              score_threshold=args.score, iou_threshold=cfg.eval.iou_threshold,
                              max_detections=cfg.eval.max_detections)
@@ -163,6 +200,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"{path}: " + ", ".join(f"{h} {n}" for h, n in per_head.items()))
     with open(os.path.join(out_dir, "detections.json"), "w", encoding="utf-8") as stream:
         json.dump(report, stream, indent=1)
+    if failed:
+        print(f"{len(failed)} of {len(inputs)} image(s) could not be read: "
+              f"{', '.join(map(str, failed))}", file=sys.stderr)
+        return 1
     return 0
 
 

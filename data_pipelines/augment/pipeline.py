@@ -63,11 +63,31 @@ class YoloV4Augment:
         self.min_visible = float(min_visible)
         self.min_box_size = float(min_box_size)
         self.jit_compile = bool(jit_compile)
+        # Scales the Mosaic, CutMix and MixUp chances; a schedule sets it to 0 for the last
+        # epochs (`set_mixing`) without retracing the compiled chain.
+        self._mixing = tf.Variable(1.0, trainable=False, dtype=tf.float32,
+                                   name="augment_mixing")
         self._compiled = tf.function(self.augment, jit_compile=True)
 
     def get_config(self) -> dict:
         """Returns the constructor arguments."""
         return {key: value for key, value in vars(self).items() if not key.startswith("_")}
+
+    def set_mixing(self, enabled: bool) -> None:
+        """Turns the image-mixing steps (Mosaic, CutMix, MixUp) on or off from now on.
+
+        Jitter, flip and HSV stay on. Used to train the last epochs on whole, unmixed
+        images (ultralytics' `close_mosaic`).
+
+        Args:
+            enabled: False to stop mixing images.
+        """
+        self._mixing.assign(1.0 if enabled else 0.0)
+
+    @property
+    def mixing(self) -> bool:
+        """Whether Mosaic, CutMix and MixUp are on."""
+        return bool(self._mixing.numpy() > 0.0)
 
     def __call__(self, batch: dict, seed: tf.Tensor) -> dict:
         """Augments a raw batch (see :meth:`augment`), XLA-compiled if ``jit_compile``.
@@ -106,13 +126,14 @@ class YoloV4Augment:
             tf.cast(batch["boxes"], tf.float32), tf.cast(batch["classes"], tf.int32),
             self.image_size, self.min_visible, self.min_box_size)
         common = {"min_visible": self.min_visible, "min_box_size": self.min_box_size}
+        mixing = tf.cast(self._mixing, tf.float32)
         if self.mosaic > 0.0 or self.jitter > 0.0 or self.flip > 0.0:
-            out = random_mosaic(out, seeds[0], self.mosaic, jitter=self.jitter,
+            out = random_mosaic(out, seeds[0], self.mosaic * mixing, jitter=self.jitter,
                                 flip=self.flip, **common)
         if self.cutmix > 0.0:
-            out = random_cutmix(out, seeds[1], self.cutmix, **common)
+            out = random_cutmix(out, seeds[1], self.cutmix * mixing, **common)
         if self.mixup > 0.0:
-            out = random_mixup(out, seeds[2], self.mixup)
+            out = random_mixup(out, seeds[2], self.mixup * mixing)
         if self.hue > 0.0 or self.saturation != 1.0 or self.exposure != 1.0:
             out["images"] = random_hsv(out["images"], seeds[3], self.hue, self.saturation,
                                        self.exposure)

@@ -1,10 +1,12 @@
-"""`python -m effdet_tf.darknet convert|inspect`: Darknet files to Keras weights, and a report.
+"""`python -m effdet_tf.darknet convert|inspect|download`: Darknet files to Keras weights.
 
 convert: builds the hand-written CSPDarknet53 (`--upto 105` on a yolov4-style cfg) or the
 generic cfg model, loads the `.weights` by cfg index and writes `model.save_weights` output
 atomically (a temporary file in the same folder, then `os.replace`).
 inspect: prints the header, one row per layer (type, filters/size/stride, output shape,
 values, file offset) and the byte accounting.
+download: fetches the official yolov4.weights (or any URL) only when asked, and keeps it
+only if its size and byte accounting against the cfg check out.
 """
 import argparse
 import os
@@ -14,8 +16,10 @@ from typing import List, Optional, Sequence
 import keras
 
 from effdet_tf.backbones import cspdarknet53
+from effdet_tf.cli import make_parser
 from effdet_tf.darknet.builder import build_darknet_model
 from effdet_tf.darknet.cfg import parse_cfg
+from effdet_tf.darknet.download import YOLOV4_BYTES, YOLOV4_URL, download_weights
 from effdet_tf.darknet.layout import LayerPlan, maxpool_params, plan_layers, total_floats
 from effdet_tf.darknet.loader import load_darknet_weights, model_layers
 from effdet_tf.darknet.weights import read_header
@@ -167,6 +171,30 @@ def inspect(args: argparse.Namespace) -> int:
     return 0 if actual == expected or (not exact and actual > expected) else 1
 
 
+def download(args: argparse.Namespace) -> int:
+    """Runs `download`: fetch, check size and byte accounting, rename into place.
+
+    Args:
+        args: parsed arguments.
+
+    Returns:
+        0 once the checked file is in place.
+
+    Raises:
+        DarknetError: the download or a check failed (nothing is left behind).
+    """
+    expected = args.size or None
+    start = time.perf_counter()
+    size = download_weights(args.url, args.out, args.cfg, expected_size=expected,
+                            overwrite=args.overwrite)
+    print(f"wrote {os.path.abspath(args.out)} ({size:,} bytes) in "
+          f"{time.perf_counter() - start:.0f} s; size and byte accounting against "
+          f"{args.cfg} check out")
+    print(f"next: python -m effdet_tf.darknet convert --cfg {args.cfg} --weights {args.out} "
+          "--out cspdarknet53.weights.h5 --upto 105")
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Parses the command line and runs `convert` or `inspect`.
 
@@ -176,8 +204,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     Returns:
         The exit code.
     """
-    parser = argparse.ArgumentParser(prog="python -m effdet_tf.darknet",
-                                     description=__doc__.split("\n", maxsplit=1)[0])
+    parser = make_parser("python -m effdet_tf.darknet",
+                         description=__doc__.split("\n", maxsplit=1)[0])
     commands = parser.add_subparsers(dest="command", required=True)
     conv = commands.add_parser("convert", help="Darknet .weights -> Keras .weights.h5")
     conv.add_argument("--cfg", required=True, help="Darknet cfg (e.g. yolov4.cfg)")
@@ -192,5 +220,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     insp.add_argument("--cfg", required=True, help="Darknet cfg")
     insp.add_argument("--weights", default=None, help="Darknet .weights file (optional)")
     insp.add_argument("--upto", type=int, default=None, help="layers 0..N-1 only")
+    get = commands.add_parser("download", help="fetch yolov4.weights, checked (only when run)")
+    get.add_argument("--cfg", required=True, help="the cfg of the weights (e.g. yolov4.cfg)")
+    get.add_argument("--out", required=True, help="where the .weights file goes")
+    get.add_argument("--url", default=YOLOV4_URL, help="source (https:// or file://)")
+    get.add_argument("--size", type=int, default=YOLOV4_BYTES,
+                     help="required size in bytes (0: check the byte accounting only)")
+    get.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     args = parser.parse_args(argv)
-    return convert(args) if args.command == "convert" else inspect(args)
+    return {"convert": convert, "inspect": inspect, "download": download}[args.command](args)

@@ -225,7 +225,7 @@ def load_darknet_weights(model: keras.Model, cfg_path: Optional[PathLike],
     header = read_header(weights_path)
     num_floats = total_floats(plans)
     bytes_left = expect_size(weights_path, header, num_floats,
-                             exact=upto is None and cfg_path is not None)
+                             exact=upto is None and cfg_path is not None, cfg_path=cfg_path)
     layers = model_layers(model)
     checked = [(plan, *_check_layer(plan, layers, source)) for plan in plans]
     values = read_floats(weights_path, header, num_floats)

@@ -6,7 +6,7 @@ little-endian float32 values, convolution after convolution in cfg order.
 """
 import dataclasses
 import os
-from typing import Union
+from typing import Optional, Union
 
 import numpy as np
 
@@ -70,7 +70,7 @@ def read_header(path: PathLike) -> WeightsHeader:
 
 
 def expect_size(path: PathLike, header: WeightsHeader, num_floats: int, *,
-                exact: bool) -> int:
+                exact: bool, cfg_path: Optional[PathLike] = None) -> int:
     """Checks the file size against the float count a cfg implies.
 
     Args:
@@ -79,24 +79,27 @@ def expect_size(path: PathLike, header: WeightsHeader, num_floats: int, *,
         num_floats: float32 values the cfg's layers read.
         exact: True when the file must end right after those values (the whole cfg);
             False when more may follow (`upto`).
+        cfg_path: the cfg the float count comes from, named in the message.
 
     Returns:
         The number of bytes left unread after those values.
 
     Raises:
         DarknetError: the file is shorter (or, when `exact`, longer) than expected; the
-            message names the file and both byte counts.
+            message names the file, the cfg and both byte counts.
     """
     name = os.fspath(path)
     actual = os.path.getsize(path)
     expected = header.size + 4 * num_floats
     if actual < expected or (exact and actual != expected):
-        what = "too short" if actual < expected else "too long"
-        scope = "its cfg" if exact else "the requested layers"
+        what = "shorter" if actual < expected else "longer"
+        scope = "its layers" if exact else "the requested layers"
+        cfg = f"the cfg {os.fspath(cfg_path)}" if cfg_path is not None else "the model"
         raise DarknetError(
-            f"{name}: file is {what}: {scope} need {expected:,} bytes ({header.size}-byte "
-            f"header + {num_floats:,} float32), the file has {actual:,} bytes "
-            f"({actual - expected:+,})")
+            f"the weights file {name} does not match {cfg}: {scope} need {expected:,} bytes "
+            f"({header.size}-byte header + {num_floats:,} float32), the file has "
+            f"{actual:,} bytes ({actual - expected:+,}, {what}); use the cfg the weights "
+            "were trained with")
     return actual - expected
 
 
