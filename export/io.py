@@ -20,14 +20,30 @@ def check_output(path: str, overwrite: bool) -> None:
         path: the requested output file or folder.
         overwrite: allow replacing it.
 
+    Missing parent folders are fine (the export creates them); a parent that exists but
+    is a file is not.
+
     Raises:
-        ExportError: the path exists and `overwrite` is False, or its folder is missing.
+        ExportError: the path exists and `overwrite` is False, or a parent is not a folder.
     """
     if os.path.lexists(path) and not overwrite:
         raise ExportError(f"{path} already exists; pass --overwrite to replace it")
     parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
     if not os.path.isdir(parent):
-        raise ExportError(f"output folder {parent} does not exist")
+        raise ExportError(f"cannot write {path}: {parent} is not a folder")
+
+
+def _make_parents(folder: str) -> list:
+    """Creates `folder` and its missing parents; returns those created, deepest first."""
+    created = []
+    while not os.path.exists(folder):
+        created.append(folder)
+        folder = os.path.dirname(folder)
+    for path in reversed(created):
+        os.mkdir(path)
+    return created
 
 
 def remove_path(path: str) -> None:
@@ -70,6 +86,7 @@ def atomic_output(path: str, *, overwrite: bool, is_dir: bool = False) -> Iterat
     check_output(path, overwrite)
     parent = os.path.dirname(os.path.abspath(path))
     base = os.path.basename(os.path.normpath(path))
+    created = _make_parents(parent)
     if is_dir:
         tmp = tempfile.mkdtemp(prefix=f".{base}.", suffix=".tmp", dir=parent)
     else:
@@ -83,6 +100,9 @@ def atomic_output(path: str, *, overwrite: bool, is_dir: bool = False) -> Iterat
         os.replace(tmp, path)
     except BaseException:
         remove_path(tmp)
+        for folder in created:  # the folders this export made, if still empty
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)
         raise
 
 

@@ -283,8 +283,18 @@ def test_atomic_output_keeps_old_and_leaves_no_temp(tmp_path):
     with atomic_output(str(tmp_path / "saved"), overwrite=False, is_dir=True) as tmp:
         (tmp_path / tmp / "saved_model.pb").write_text("x")
     assert sorted(os.listdir(tmp_path)) == ["model.onnx", "saved"]
-    with pytest.raises(ExportError, match="does not exist"):
-        sm_export.main(["--run", "unused", "--out", str(tmp_path / "no" / "such" / "dir")])
+    with pytest.raises(ExportError, match="is not a folder"):
+        sm_export.main(["--run", "unused", "--out", str(tmp_path / "model.onnx" / "dir")])
+    # Missing parent folders are made, and removed again when the export fails.
+    with pytest.raises(RuntimeError):
+        with atomic_output(str(tmp_path / "no" / "such" / "m.onnx"), overwrite=False) as tmp:
+            assert os.path.isdir(tmp_path / "no" / "such")
+            raise RuntimeError("conversion failed")
+    assert not (tmp_path / "no").exists()
+    with atomic_output(str(tmp_path / "new" / "m.onnx"), overwrite=False) as tmp:
+        with open(tmp, "w", encoding="utf-8") as stream:
+            stream.write("x")
+    assert (tmp_path / "new" / "m.onnx").read_text(encoding="utf-8") == "x"
 
 
 def test_mish_rewrite_matches_softplus_tanh(tmp_path):
