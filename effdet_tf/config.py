@@ -29,7 +29,9 @@ class DatasetConfig:
         root: dataset folder; relative paths are relative to the working directory.
         annotations: annotation file below `root`; `{split}` becomes train/val/test.
         images: image folder below `root`.
-        weight: sampling weight when datasets are mixed (equal weights by default).
+        weight: how often each of its training images is drawn when datasets are mixed,
+            relative to the others' (1.0: every image of every dataset equally often, so
+            a dataset's share of the batches is its share of the images; 2.0 doubles it).
     """
 
     name: str = ""
@@ -65,10 +67,9 @@ class DataConfig:
     on_corrupt: str = "fail"
     sample_data: str = ""
 
-    @property
-    def sampling_weights(self) -> List[float]:
-        """Sampling weight of each dataset, in order."""
-        return [d.weight for d in self.datasets]
+    def sampling_weights(self, image_counts: Sequence[int]) -> List[float]:
+        """Sampling weight of each dataset, in order: its `weight` times its image count."""
+        return [d.weight * count for d, count in zip(self.datasets, image_counts)]
 
 
 @dataclasses.dataclass

@@ -25,11 +25,12 @@ def test_overrides_types_and_lists():
     """`--set` values are parsed as YAML, reach nested lists and are type-checked."""
     cfg = config_from_dict(BASE, ["train.epochs=3", "data.datasets.1.root=/z",
                                   "train.learning_rate=1e-3", "model.head_loss_weights={a: 2}",
-                                  "train.steps_per_epoch=null"])
+                                  "train.steps_per_epoch=null", "data.datasets.0.weight=2"])
     assert cfg.train.epochs == 3 and cfg.data.datasets[1].root == "/z"
     assert cfg.train.learning_rate == pytest.approx(1e-3)
     assert cfg.model.head_loss_weights == {"a": 2.0}
-    assert cfg.data.sampling_weights == [1.0, 1.0]
+    # A dataset's share follows its image count, scaled by its weight.
+    assert cfg.data.sampling_weights([300, 100]) == [600.0, 100.0]
 
 
 @pytest.mark.parametrize("override, message", [

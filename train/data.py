@@ -56,6 +56,11 @@ def validate_datasets(cfg: ExperimentConfig, splits: Sequence[str]) -> None:
         pipeline.build_sources(cfg.data.datasets, split, on_corrupt=cfg.data.on_corrupt)
 
 
+def sampling_weights(cfg: ExperimentConfig) -> List[float]:
+    """Mixing weights: each dataset's `weight` times its number of training images."""
+    return cfg.data.sampling_weights([count_images(d, "train") for d in cfg.data.datasets])
+
+
 def steps_per_epoch(cfg: ExperimentConfig) -> int:
     """Steps of one epoch: the configured value, or every training image once on average."""
     if cfg.train.steps_per_epoch:
@@ -87,7 +92,7 @@ def make_train_dataset(cfg: ExperimentConfig, *,
     dataset = pipeline.build_train_dataset(
         cfg.data.datasets, image_size=cfg.data.image_size, max_boxes=cfg.data.max_boxes,
         batch_size=cfg.train.batch_size, seed=cfg.train.seed,
-        weights=cfg.data.sampling_weights,
+        weights=sampling_weights(cfg),
         one_dataset_per_batch=cfg.data.one_dataset_per_batch, augmenter=augmenter,
         on_corrupt=cfg.data.on_corrupt)
     if on_device:
@@ -118,5 +123,5 @@ def clean_train_images(cfg: ExperimentConfig) -> tf.data.Dataset:
     dataset = pipeline.build_train_dataset(
         cfg.data.datasets, image_size=cfg.data.image_size, max_boxes=cfg.data.max_boxes,
         batch_size=cfg.train.batch_size, seed=cfg.train.seed + 1,
-        weights=cfg.data.sampling_weights, on_corrupt=cfg.data.on_corrupt, validate=False)
+        weights=sampling_weights(cfg), on_corrupt=cfg.data.on_corrupt, validate=False)
     return dataset.map(lambda batch: batch["images"], num_parallel_calls=tf.data.AUTOTUNE)
