@@ -121,6 +121,10 @@ class TrainConfig:
     EfficientDet's 0.08 * batch / 64 for SGD), a warm-up of `warmup_epochs` but never more
     than a tenth of the run, cosine decay, and precise BN at the end (`bn_momentum` sets
     every trainable BN layer's momentum for training; EfficientDet's 0.99 by default).
+    BN statistics are re-estimated from the current weights over `refresh_bn_steps`
+    clean training batches before every validation (0: off), so the validation loss
+    describes the model as it is; `precise_bn_steps` batches are averaged after the
+    last epoch for the saved model.
     """
 
     epochs: int = 30
@@ -139,6 +143,7 @@ class TrainConfig:
     augment_on_device: bool = True
     patience: int = 0
     precise_bn_steps: int = 32
+    refresh_bn_steps: int = 8
     bn_momentum: float = 0.99
     seed: int = 0
     run_dir: str = "runs/{name}"
@@ -242,8 +247,10 @@ def _check(cfg: ExperimentConfig) -> None:
             raise ConfigError(f"train.{key}: must be > 0")
     if not 0.0 <= cfg.train.bn_momentum < 1.0:
         raise ConfigError(f"train.bn_momentum: {cfg.train.bn_momentum} must be in [0, 1)")
-    if cfg.augment.close_mosaic < 0:
-        raise ConfigError("augment.close_mosaic: must be >= 0 (epochs)")
+    for key in ("augment.close_mosaic", "train.precise_bn_steps", "train.refresh_bn_steps"):
+        section, field = key.split(".")
+        if getattr(getattr(cfg, section), field) < 0:
+            raise ConfigError(f"{key}: must be >= 0")
 
 
 def load_config(path: str, overrides: Sequence[str] = ()) -> ExperimentConfig:

@@ -8,6 +8,8 @@ from typing import Optional
 
 import keras
 
+from train.precise_bn import recalibrate_batchnorm
+
 
 def atomic_save_weights(model: keras.Model, path: str) -> None:
     """Saves weights to `path` through a temporary file, so a crash never leaves half a file.
@@ -177,3 +179,30 @@ class CloseMosaic(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         """Mixing on before `first_closed`, off from it."""
         self.augmenter.set_mixing(epoch < self.first_closed)
+
+
+class RefreshBatchNorm(keras.callbacks.Callback):
+    """Re-estimates BN statistics from the current weights before every validation.
+
+    BN moving averages trail the weights by about `1 / (1 - momentum)` steps; early in
+    training, and all through a short run, they describe weights that no longer exist,
+    so the inference-mode validation loss sits near the prior's while the training loss
+    falls. Averaging the statistics of a few clean training batches at the current
+    weights (precise BN) makes the validation loss, and the best checkpoint chosen by
+    it, describe the model as it is. The training itself is unchanged.
+
+    Args:
+        detector: the detector inside the trainer.
+        images: an iterator of clean training image batches (read on across epochs).
+        steps: batches averaged each time.
+    """
+
+    def __init__(self, detector: keras.Model, images, steps: int):
+        super().__init__()
+        self.detector = detector
+        self.images = images
+        self.steps = steps
+
+    def on_test_begin(self, logs=None):
+        """Refreshes the statistics just before the validation pass."""
+        recalibrate_batchnorm(self.detector, self.images, steps=self.steps, progress=False)

@@ -135,7 +135,7 @@ def _finish(cfg: ExperimentConfig, detector: Any, classes: Dict[str, Any],
     from train.run_dir import MODEL_FILE
 
     run = summary["run"]
-    recalibrated = recalibrate_batchnorm(detector, data_lib.clean_train_images(cfg),
+    recalibrated = recalibrate_batchnorm(detector, iter(data_lib.clean_train_images(cfg)),
                                          steps=cfg.train.precise_bn_steps)
     if recalibrated:
         print(f"precise BN: statistics re-estimated over {recalibrated} batches")
@@ -224,6 +224,9 @@ def run_training(cfg: ExperimentConfig, *, overwrite: bool = False, evaluate: bo
         trainer.optimizer.build(trainer.trainable_variables)
     callbacks, ckpt, guard, speed = _callbacks(cfg, run, detector, steps, resuming,
                                                 verbose)
+    if cfg.train.refresh_bn_steps > 0:
+        callbacks.insert(0, cbs.RefreshBatchNorm(
+            detector, iter(data_lib.clean_train_images(cfg)), cfg.train.refresh_bn_steps))
     if augmenter is not None and cfg.augment.close_mosaic > 0:
         callbacks.insert(0, cbs.CloseMosaic(augmenter, cfg.train.epochs,
                                             cfg.augment.close_mosaic))

@@ -7,6 +7,7 @@ training batches fixes that at the cost of a few forward passes (Wu and Johnson,
 "Rethinking 'Batch' in BatchNorm", 2021). Frozen BN layers (a frozen backbone) are left
 untouched.
 """
+import weakref
 from typing import Iterable, List
 
 import keras
@@ -21,43 +22,72 @@ def trainable_batchnorms(model: keras.Model) -> List[keras.layers.BatchNormaliza
             if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable]
 
 
-def recalibrate_batchnorm(model: keras.Model, images: Iterable, *, steps: int) -> int:
+# model -> its traced statistics pass, so refreshing BN every epoch traces only once.
+_STATS_PASSES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _stats_pass(model: keras.Model):
+    """`images -> None`: one training-mode forward pass (traced once under TensorFlow).
+
+    The BN momentum is read when the pass is traced, so it must be 0 by then.
+    """
+    if model in _STATS_PASSES:
+        return _STATS_PASSES[model]
+
+    def forward(images):
+        model(images, training=True)
+
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf  # pylint: disable=import-outside-toplevel  # TF backend only
+        forward = tf.function(forward, reduce_retracing=True)
+    _STATS_PASSES[model] = forward
+    return forward
+
+
+def recalibrate_batchnorm(model: keras.Model, images: Iterable, *, steps: int,
+                          progress: bool = True) -> int:
     """Replaces BN moving statistics with their average over `steps` batches.
+
+    Each batch's statistics are read with momentum 0 and averaged exactly (equal weight
+    per batch), so the result depends only on the current weights.
 
     Args:
         model: the detector.
-        images: iterable of image batches (model input).
+        images: iterable of image batches (model input); an iterator is read on from
+            where it stands, so one infinite iterator can serve many calls.
         steps: batches to average.
+        progress: show a progress bar.
 
     Returns:
-        Number of batches used (0 when there is no trainable BN layer or no batch).
+        Number of batches used (0 when there is no trainable BN layer or no batch; the
+        statistics are then unchanged, as they are when a batch gave non-finite ones).
     """
     layers = trainable_batchnorms(model)
     if not layers or steps <= 0:
         return 0
-    saved = {id(layer): (layer.momentum, layer.moving_mean.numpy(),
-                         layer.moving_variance.numpy()) for layer in layers}
+    saved = [(layer.momentum, layer.moving_mean.numpy(), layer.moving_variance.numpy())
+             for layer in layers]
+    sums = [[np.zeros_like(mean), np.zeros_like(variance)] for _, mean, variance in saved]
+    forward = _stats_pass(model)
     used = 0
     try:
-        for batch in tqdm(images, total=steps, desc="precise BN", unit="batch", leave=False):
-            for layer in layers:
-                # new = m * old + (1 - m) * batch with m = k / (k + 1): an exact running mean.
-                layer.momentum = used / (used + 1.0)
-            model(batch, training=True)
+        for layer in layers:
+            layer.momentum = 0.0  # moving statistics = this batch's statistics
+        for batch in tqdm(images, total=steps, desc="precise BN", unit="batch", leave=False,
+                          disable=not progress):
+            forward(batch)
+            for layer, acc in zip(layers, sums):
+                acc[0] += layer.moving_mean.numpy()
+                acc[1] += layer.moving_variance.numpy()
             used += 1
             if used >= steps:
                 break
     finally:
-        for layer in layers:
-            momentum, mean, variance = saved[id(layer)]
+        for layer, (momentum, _, _) in zip(layers, saved):
             layer.momentum = momentum
-            if used == 0:
-                layer.moving_mean.assign(mean)
-                layer.moving_variance.assign(variance)
-    if used and not all(np.isfinite(layer.moving_variance.numpy()).all() for layer in layers):
-        for layer in layers:
-            _, mean, variance = saved[id(layer)]
-            layer.moving_mean.assign(mean)
-            layer.moving_variance.assign(variance)
-        return 0
-    return used
+    finite = used and all(np.isfinite(acc[1]).all() and np.isfinite(acc[0]).all()
+                          for acc in sums)
+    for layer, (_, mean, variance), acc in zip(layers, saved, sums):
+        layer.moving_mean.assign(acc[0] / used if finite else mean)
+        layer.moving_variance.assign(acc[1] / used if finite else variance)
+    return used if finite else 0
