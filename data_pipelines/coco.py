@@ -21,7 +21,8 @@ MIN_BOX_SIDE = 1e-3
 class CocoSource:
     """One COCO dataset split: class mapping, validation and a `tf.data` pipeline.
 
-    Classes are contiguous indices `0..C-1` in ascending `category_id` order. Crowd
+    Classes are contiguous indices `0..C-1` in ascending `category_id` order, or, with
+    `class_names` (a head's classes), in that order, matched by category name. Crowd
     annotations are ignored. Boxes are served as xyxy pixels of the letterboxed frame.
     EXIF orientations are applied; annotations are taken to be in the upright frame.
 
@@ -30,9 +31,13 @@ class CocoSource:
         annotation_file: COCO json.
         image_dir: folder the json's `file_name`s are relative to.
         dataset_id: index of the dataset, carried by every example.
+        class_names: the class list of the head(s) it trains; each category is mapped to
+            the class of the same name (a class it lacks has category id -1). None: its
+            own categories.
 
     Raises:
-        DataError: the json is unreadable or not a json object.
+        DataError: the json is unreadable or not a json object, or a category is not
+            in `class_names`.
 
     Example:
         >>> src = CocoSource("fruits", "fruits/annotations/instances_train.json",
@@ -41,7 +46,7 @@ class CocoSource:
     """
 
     def __init__(self, name: str, annotation_file: str, image_dir: str, *,
-                 dataset_id: int = 0):
+                 dataset_id: int = 0, class_names: Optional[List[str]] = None):
         self.name = name
         self.annotation_file = str(annotation_file)
         self.image_dir = str(image_dir)
@@ -53,10 +58,23 @@ class CocoSource:
         cats = sorted({c["id"]: c for c in cats}.values(), key=lambda c: c["id"])
         self.category_ids: List[int] = [c["id"] for c in cats]
         self.class_names: List[str] = [str(c.get("name", c["id"])) for c in cats]
+        if class_names is not None:
+            self._use_classes([str(n) for n in class_names])
         self._images = val.usable_images(self._data)
         self.image_ids: List[int] = [img["id"] for img in self._images]
         self._infos: Optional[List[ImageInfo]] = None
         self._coco: Optional[COCO] = None
+
+    def _use_classes(self, class_names: List[str]) -> None:
+        """Orders the classes as `class_names`, matching categories by name."""
+        by_name = dict(zip(self.class_names, self.category_ids))
+        unknown = [name for name in self.class_names if name not in class_names]
+        if unknown:
+            raise DataError(f"{self.annotation_file}: category '{unknown[0]}' is not a class "
+                            f"of the head it trains ({', '.join(class_names)}); rename it "
+                            "or add it to the head's `classes`")
+        self.class_names = class_names
+        self.category_ids = [by_name.get(name, -1) for name in class_names]
 
     @property
     def num_classes(self) -> int:

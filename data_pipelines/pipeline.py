@@ -4,12 +4,14 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import tensorflow as tf
 
+from effdet_tf import batch_schema as schema
 from effdet_tf.errors import DataError
 from data_pipelines.coco import CocoSource
 from data_pipelines.mixing import mix_datasets
 from data_pipelines.validate import format_problems
 
-TRAIN_KEYS = ("images", "boxes", "classes", "dataset_id")
+ClassLists = Optional[Sequence[Optional[List[str]]]]
+Routes = Optional[Sequence[Sequence[float]]]
 Augmenter = Callable[[Dict[str, tf.Tensor], tf.Tensor], Dict[str, tf.Tensor]]
 
 
@@ -29,7 +31,7 @@ def _paths(dataset: Any, split: str) -> Tuple[str, str]:
 
 
 def build_sources(datasets: Sequence[Any], split: str, *, on_corrupt: str = "fail",
-                  validate: bool = True) -> List[CocoSource]:
+                  validate: bool = True, class_names: ClassLists = None) -> List[CocoSource]:
     """Opens one `CocoSource` per dataset config (dataset id = position) and validates all.
 
     Args:
@@ -38,6 +40,8 @@ def build_sources(datasets: Sequence[Any], split: str, *, on_corrupt: str = "fai
         split: "train", "val" or "test".
         on_corrupt: "fail" counts corrupt images as problems; "skip" tolerates them.
         validate: check every json and image file up front.
+        class_names: per dataset, the class list of the detection head it trains (None:
+            its own categories); see `CocoSource`.
 
     Returns:
         The sources, in order.
@@ -49,7 +53,8 @@ def build_sources(datasets: Sequence[Any], split: str, *, on_corrupt: str = "fai
     for i, dataset in enumerate(datasets):
         ann, image_dir = _paths(dataset, split)
         try:
-            source = CocoSource(dataset.name, ann, image_dir, dataset_id=i)
+            source = CocoSource(dataset.name, ann, image_dir, dataset_id=i,
+                                class_names=class_names[i] if class_names else None)
         except DataError as err:
             messages.append(str(err))
             failed.append(ann)
@@ -72,14 +77,23 @@ def build_sources(datasets: Sequence[Any], split: str, *, on_corrupt: str = "fai
 
 
 def _select_train_keys(batch: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
-    return {k: batch[k] for k in TRAIN_KEYS}
+    return {k: batch[k] for k in schema.EXAMPLE_KEYS}
 
 
-def build_train_dataset(datasets: Sequence[Any], *, image_size: int, max_boxes: int,
-                        batch_size: int, seed: int, weights: Optional[Sequence[float]] = None,
-                        one_dataset_per_batch: bool = False,
-                        augmenter: Optional[Augmenter] = None, split: str = "train",
-                        on_corrupt: str = "fail", validate: bool = True) -> tf.data.Dataset:
+def add_head_mask(batch: Dict[str, tf.Tensor], routes: Routes) -> Dict[str, tf.Tensor]:
+    """Adds `head_mask` `[B, H]`: row `dataset_id` of the `[datasets][heads]` route table."""
+    if routes is None:
+        return batch
+    table = tf.constant(routes, tf.float32)
+    return {**batch, schema.HEAD_MASK: tf.gather(table, batch[schema.DATASET_ID])}
+
+
+def build_train_dataset(  # pylint: disable=too-many-arguments  # keyword-only settings
+        datasets: Sequence[Any], *, image_size: int, max_boxes: int, batch_size: int,
+        seed: int, weights: Optional[Sequence[float]] = None,
+        one_dataset_per_batch: bool = False, augmenter: Optional[Augmenter] = None,
+        split: str = "train", on_corrupt: str = "fail", validate: bool = True,
+        class_names: ClassLists = None, routes: Routes = None) -> tf.data.Dataset:
     """Infinite batched raw batches mixed from several COCO datasets.
 
     Args:
@@ -97,14 +111,18 @@ def build_train_dataset(datasets: Sequence[Any], *, image_size: int, max_boxes: 
         on_corrupt: "fail" or "skip".
         validate: list the problems of every dataset in one error up front; when False,
             each source still checks itself (and raises) as its pipeline is built.
+        class_names: see `build_sources`.
+        routes: `[datasets][heads]` 0/1 table; adds `head_mask` (None: no mask).
 
     Returns:
-        A dataset of dicts with `images`, `boxes`, `classes`, `dataset_id`.
+        A dataset of dicts with `images`, `boxes`, `classes`, `dataset_id` (and
+        `head_mask` with `routes`).
 
     Raises:
         DataError: listing every problem of every dataset.
     """
-    sources = build_sources(datasets, split, on_corrupt=on_corrupt, validate=validate)
+    sources = build_sources(datasets, split, on_corrupt=on_corrupt, validate=validate,
+                            class_names=class_names)
     if weights is None:
         weights = [float(getattr(d, "weight", 1.0)) for d in datasets]
     per_source = [
@@ -122,11 +140,14 @@ def build_train_dataset(datasets: Sequence[Any], *, image_size: int, max_boxes: 
 
         ds = ds.enumerate().map(augment, num_parallel_calls=tf.data.AUTOTUNE,
                                 deterministic=True)
+    if routes is not None:
+        ds = ds.map(lambda batch: add_head_mask(batch, routes))
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
 def build_eval_dataset(dataset: Any, dataset_id: int, *, split: str, image_size: int,
-                       max_boxes: int, batch_size: int) -> Tuple[tf.data.Dataset, CocoSource]:
+                       max_boxes: int, batch_size: int, class_names: Optional[List[str]] = None,
+                       routes: Routes = None) -> Tuple[tf.data.Dataset, CocoSource]:
     """A finite, ordered evaluation pipeline of one dataset (every image once, with meta).
 
     Args:
@@ -136,6 +157,8 @@ def build_eval_dataset(dataset: Any, dataset_id: int, *, split: str, image_size:
         image_size: model input side `S`.
         max_boxes: box rows per image.
         batch_size: examples per batch (the last batch may be smaller).
+        class_names: the class list of the detection head it trains (see `CocoSource`).
+        routes: `[datasets][heads]` table; adds `head_mask` (None: no mask).
 
     Returns:
         `(dataset, source)`: batches with the meta keys `image_id`, `scale`, `pad`,
@@ -145,6 +168,10 @@ def build_eval_dataset(dataset: Any, dataset_id: int, *, split: str, image_size:
         DataError: listing every problem of the dataset.
     """
     ann, image_dir = _paths(dataset, split)
-    source = CocoSource(dataset.name, ann, image_dir, dataset_id=dataset_id)
+    source = CocoSource(dataset.name, ann, image_dir, dataset_id=dataset_id,
+                        class_names=class_names)
     ds = source.dataset(image_size, max_boxes, shuffle=False, repeat=False, with_meta=True)
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE), source
+    ds = ds.batch(batch_size)
+    if routes is not None:
+        ds = ds.map(lambda batch: add_head_mask(batch, routes))
+    return ds.prefetch(tf.data.AUTOTUNE), source

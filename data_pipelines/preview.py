@@ -12,10 +12,11 @@ from typing import Any, List, Optional, Sequence
 
 import tensorflow as tf
 
+from effdet_tf.batch_schema import EXAMPLE_KEYS
 from effdet_tf.cli import make_parser, run_cli
 from effdet_tf.config import load_config
 from data_pipelines.draw import batch_grid
-from data_pipelines.pipeline import TRAIN_KEYS, build_sources
+from data_pipelines.pipeline import build_sources
 
 
 def make_augmenter(cfg: Any) -> Optional[Any]:
@@ -66,7 +67,7 @@ def write_previews(cfg: Any, out_dir: str, *, batches: int = 1,
     for src in sources:
         ds = src.dataset(data.image_size, data.max_boxes, shuffle=True, seed=seed, repeat=True,
                          on_corrupt=getattr(data, "on_corrupt", "fail"))
-        ds = ds.map(lambda ex: {k: ex[k] for k in TRAIN_KEYS})
+        ds = ds.map(lambda ex: {k: ex[k] for k in EXAMPLE_KEYS})
         ds = ds.batch(int(cfg.train.batch_size), drop_remainder=True)
         for k, batch in enumerate(ds.take(batches)):
             raw_path = os.path.join(out_dir, f"{src.name}_batch{k}_raw.png")

@@ -17,15 +17,41 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import yaml
 
 from effdet_tf.config_parse import build_dataclass, parse_overrides, set_path
+from effdet_tf.anchors import check_image_size
 from effdet_tf.errors import ConfigError
+from effdet_tf.names import check_kind, check_name
+
+
+@dataclasses.dataclass
+class HeadConfig:
+    """One task head on the shared backbone and BiFPN.
+
+    Attributes:
+        name: head name (a letter, then letters, digits, `_`); outputs and metrics are
+            named after it.
+        kind: what it predicts, a key of `effdet_tf.names.HEAD_KINDS` ("detection").
+        classes: its class names in output order; null takes them from the first dataset
+            that labels it (a COCO dataset's categories in ascending id order). Every
+            dataset that labels the head maps its own categories onto these by name.
+        options: keyword arguments of the head kind (e.g. `box_loss_weight` of a detection
+            head); they are saved with the model.
+    """
+
+    name: str = ""
+    kind: str = "detection"
+    classes: Optional[List[str]] = None
+    options: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
 class DatasetConfig:
-    """One COCO-format dataset; it gets its own detection head, named after it.
+    """One dataset (a source of labelled images) and the heads its labels train.
 
     Attributes:
-        name: head and dataset name (letters, digits, `_`).
+        name: dataset name (a letter, then letters, digits, `_`).
+        format: how it is stored: "coco" (a COCO json per split and an image folder).
+        heads: names of the heads its labels train; null: the head named like the dataset
+            (made as a detection head when the config has no `heads:` section).
         root: dataset folder; relative paths are relative to the working directory.
         annotations: annotation file below `root`; `{split}` becomes train/val/test.
         images: image folder below `root`.
@@ -35,6 +61,8 @@ class DatasetConfig:
     """
 
     name: str = ""
+    format: str = "coco"
+    heads: Optional[List[str]] = None
     root: str = ""
     annotations: str = "annotations/instances_{split}.json"
     images: str = "images"
@@ -113,7 +141,7 @@ class ModelConfig:
 
 
 @dataclasses.dataclass
-class TrainConfig:
+class TrainConfig:  # pylint: disable=too-many-instance-attributes  # one field per setting
     """Optimisation settings.
 
     The defaults suit short CPU runs and 30-epoch GPU runs alike (measured in
@@ -152,21 +180,25 @@ class TrainConfig:
 
 @dataclasses.dataclass
 class EvalConfig:
-    """Detection post-processing and evaluation settings."""
+    """Detection post-processing and evaluation settings (COCO practice by default: a
+    score threshold of 0.001 that cuts no recall, 100 detections per image)."""
 
-    split: str = "val"
     score_threshold: float = 0.001
     iou_threshold: float = 0.5
     max_detections: int = 100
     batch_size: int = 8
-    every_epochs: int = 0
 
 
 @dataclasses.dataclass
 class ExperimentConfig:
-    """A whole experiment: data, augmentation, model, training and evaluation."""
+    """A whole experiment: heads, data, augmentation, model, training and evaluation.
+
+    Without a `heads:` section every dataset trains one detection head named after it
+    (the form of configs written before heads and datasets were separate).
+    """
 
     name: str = "experiment"
+    heads: List[HeadConfig] = dataclasses.field(default_factory=list)
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
@@ -174,9 +206,53 @@ class ExperimentConfig:
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
 
     @property
+    def head_configs(self) -> List[HeadConfig]:
+        """The heads in output order: the `heads:` section, or one detection head per dataset."""
+        if self.heads:
+            return list(self.heads)
+        return [HeadConfig(name=d.name) for d in self.data.datasets]
+
+    @property
     def head_names(self) -> List[str]:
-        """Head names, one per dataset, in dataset-id order."""
-        return [d.name for d in self.data.datasets]
+        """Head names in output (head index) order."""
+        return [h.name for h in self.head_configs]
+
+    def dataset_heads(self, dataset: "DatasetConfig") -> List[str]:
+        """Names of the heads a dataset's labels train."""
+        return list(dataset.heads) if dataset.heads else [dataset.name]
+
+    @property
+    def routes(self) -> List[List[float]]:
+        """`[datasets][heads]` 0/1 table: 1 where the dataset's examples train the head."""
+        names = self.head_names
+        return [[1.0 if name in self.dataset_heads(d) else 0.0 for name in names]
+                for d in self.data.datasets]
+
+    def with_heads(self, names: Sequence[str]) -> "ExperimentConfig":
+        """A copy with only the heads `names` and the datasets that train them.
+
+        Args:
+            names: heads to keep.
+
+        Returns:
+            The new config (checked like any other).
+        """
+        new = copy.deepcopy(self)
+        keep = set(names)
+        new.heads = [h for h in new.heads if h.name in keep]
+        new.data.datasets = [d for d in new.data.datasets if keep & set(self.dataset_heads(d))]
+        for dataset in new.data.datasets:
+            if dataset.heads:
+                dataset.heads = [h for h in dataset.heads if h in keep]
+        if new.model.head_loss_weights:
+            new.model.head_loss_weights = {k: v for k, v in new.model.head_loss_weights.items()
+                                           if k in keep} or None
+        _check(new)
+        return new
+
+    def head_datasets(self, head: str) -> List[int]:
+        """Indices of the datasets whose labels train `head`, in dataset order."""
+        return [i for i, d in enumerate(self.data.datasets) if head in self.dataset_heads(d)]
 
     @property
     def run_path(self) -> str:
@@ -190,8 +266,20 @@ _CHOICES = {
     "model.box_loss": ("huber", "ciou"),
     "train.optimizer": ("sgd", "adamw"),
     "train.strategy": ("default", "mirrored", "tpu", "multiworker", "jax_data_parallel"),
-    "eval.split": ("train", "val", "test"),
 }
+# Keys that existed once and did nothing: a config that still sets one gets this advice.
+_REMOVED = {
+    "eval.split": "`python -m train.evaluate --split` picks the split; delete the line",
+    "eval.every_epochs": "it never did anything (the validation loss runs every epoch); "
+                         "delete the line",
+}
+
+
+def _refuse_removed(tree: Dict[str, Any]) -> None:
+    for key, advice in _REMOVED.items():
+        section, field = key.split(".")
+        if isinstance(tree.get(section), dict) and field in tree[section]:
+            raise ConfigError(f"{key} was removed: {advice}")
 
 
 def config_from_dict(values: Dict[str, Any], overrides: Sequence[str] = (),
@@ -213,6 +301,7 @@ def config_from_dict(values: Dict[str, Any], overrides: Sequence[str] = (),
     try:
         for key, value in parse_overrides(overrides):
             set_path(tree, key, value)
+        _refuse_removed(tree)
         cfg = build_dataclass(ExperimentConfig, tree, "", _CHOICES)
         _check(cfg)
     except ConfigError as err:
@@ -220,28 +309,66 @@ def config_from_dict(values: Dict[str, Any], overrides: Sequence[str] = (),
     return cfg
 
 
-def _check(cfg: ExperimentConfig) -> None:
-    names = cfg.head_names
-    if not names:
+FORMATS = ("coco",)
+
+
+def _check_datasets(cfg: ExperimentConfig) -> None:
+    if not cfg.data.datasets:
         raise ConfigError("data.datasets: at least one dataset is needed")
     for i, dataset in enumerate(cfg.data.datasets):
-        if not dataset.name or not dataset.name.replace("_", "a").isalnum():
-            raise ConfigError(f"data.datasets[{i}].name: {dataset.name!r} must be letters, "
-                              "digits and '_'")
+        check_name(dataset.name, f"data.datasets[{i}].name")
+        if dataset.format not in FORMATS:
+            raise ConfigError(f"data.datasets[{i}].format: {dataset.format!r} is not one of "
+                              f"{', '.join(FORMATS)}")
         if not dataset.root:
             raise ConfigError(f"data.datasets[{i}].root: empty")
         if dataset.weight <= 0:
             raise ConfigError(f"data.datasets[{i}].weight: must be > 0")
+    names = [d.name for d in cfg.data.datasets]
     if len(set(names)) != len(names):
         raise ConfigError(f"data.datasets: names must be unique, got {names}")
-    weights = cfg.model.head_loss_weights or {}
-    extra = sorted(set(weights) - set(names))
+
+
+def _check_heads(cfg: ExperimentConfig) -> None:
+    names = cfg.head_names
+    for i, head in enumerate(cfg.heads):
+        check_name(head.name, f"heads[{i}].name")
+        check_kind(head.kind, f"heads[{i}] ({head.name})")
+        if head.classes is not None and (not head.classes
+                                         or len(set(head.classes)) != len(head.classes)):
+            raise ConfigError(f"heads[{i}].classes: must be unique class names, or null")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"heads: names must be unique, got {names}")
+    for i, dataset in enumerate(cfg.data.datasets):
+        unknown = [h for h in cfg.dataset_heads(dataset) if h not in names]
+        if unknown:
+            hint = ("add `heads: [<head>, ...]` to it" if not dataset.heads
+                    else "fix the name or add the head to `heads:`")
+            raise ConfigError(f"data.datasets[{i}].heads: head '{unknown[0]}' is not in "
+                              f"heads ({', '.join(names)}); {hint}")
+    kinds = {h.name: h.kind for h in cfg.head_configs}
+    for i, dataset in enumerate(cfg.data.datasets):
+        detectors = [h for h in cfg.dataset_heads(dataset) if kinds[h] == "detection"]
+        if len(detectors) != 1:
+            raise ConfigError(f"data.datasets[{i}].heads: a {dataset.format} dataset's boxes "
+                              f"train exactly one detection head, got {detectors or 'none'}")
+    for head in names:
+        if not cfg.head_datasets(head):
+            raise ConfigError(f"heads: no dataset labels head '{head}' (list it in a "
+                              "dataset's `heads:`)")
+    extra = sorted(set(cfg.model.head_loss_weights or {}) - set(names))
     if extra:
-        raise ConfigError(f"model.head_loss_weights: head '{extra[0]}' has no dataset "
-                          f"(datasets: {', '.join(names)})")
-    if cfg.data.image_size <= 0 or cfg.data.image_size % 128:
-        raise ConfigError(f"data.image_size: {cfg.data.image_size} must be a positive "
-                          "multiple of 128 (P7 is 1/128 of the input)")
+        raise ConfigError(f"model.head_loss_weights: '{extra[0]}' is not a head "
+                          f"(heads: {', '.join(names)})")
+
+
+def _check(cfg: ExperimentConfig) -> None:
+    _check_datasets(cfg)
+    _check_heads(cfg)
+    try:
+        check_image_size(cfg.data.image_size)
+    except ConfigError as err:
+        raise ConfigError(f"data.image_size: {err}") from err
     for key in ("epochs", "batch_size"):
         if getattr(cfg.train, key) <= 0:
             raise ConfigError(f"train.{key}: must be > 0")

@@ -33,6 +33,8 @@ def _coerce_container(value: Any, tp: Any, where: str, choices: Mapping) -> Any:
 
 def _coerce(value: Any, tp: Any, where: str, choices: Mapping) -> Any:
     """Checks `value` against the type hint `tp`, converting where it is lossless."""
+    if tp is Any:  # free-form values (a head's options), checked by their consumer
+        return value
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)

@@ -8,6 +8,7 @@ import keras
 from keras import ops
 
 from effdet_tf import anchors as anchor_lib
+from effdet_tf import batch_schema as schema
 from effdet_tf.bifpn import build_bifpn
 from effdet_tf.errors import ConfigError
 from effdet_tf.heads import BOX_LOSSES, HeadSpec, build_head
@@ -85,7 +86,8 @@ class MultiHeadDetector(keras.Model):  # pylint: disable=abstract-method  # Kera
 
     Input `[B, S, S, 3]` RGB in `0..255` (float32 or uint8), scaled to `0..1` inside.
     Output `{head: {"class_logits": [B, A, C_head], "box_deltas": [B, A, 4]}}`, float32.
-    Head `i` learns only from examples with `dataset_id == i`. Compile without a loss:
+    Each head learns only from the examples its column of `y["head_mask"]` selects
+    (without one, head `i` from `dataset_id == i`). Compile without a loss:
     `compute_loss` computes it and tracks the metrics `<head>_loss`,
     `<head>_cls_loss` and `<head>_box_loss`.
 
@@ -199,7 +201,9 @@ class MultiHeadDetector(keras.Model):  # pylint: disable=abstract-method  # Kera
 
         Args:
             x: images; used only when `y_pred` is None.
-            y: `{"boxes": [B, M, 4], "classes": [B, M], "dataset_id": [B]}`.
+            y: the targets (`effdet_tf.batch_schema`): every key the heads read
+                (`boxes` `[B, M, 4]`, `classes` `[B, M]` for detection) and the routing,
+                `head_mask` `[B, H]` or else `dataset_id` `[B]` (see `head_mask`).
             y_pred: the model outputs.
             sample_weight: optional `[B]` example weights, multiplied into every head's mask.
             training: forwarded to the model when `y_pred` is None.
@@ -210,19 +214,20 @@ class MultiHeadDetector(keras.Model):  # pylint: disable=abstract-method  # Kera
         Raises:
             ValueError: `y` lacks a key.
         """
-        missing = [k for k in ("boxes", "classes", "dataset_id") if y is None or k not in y]
+        head_mask = self.head_mask(y)
+        needed = sorted({key for head in self._heads for key in head.target_keys})
+        missing = [k for k in needed if k not in y]
         if missing:
-            raise ValueError(f"compute_loss needs y with keys boxes, classes, dataset_id; "
-                             f"missing {missing}")
+            raise ValueError(f"compute_loss needs y with keys {', '.join(needed)} and "
+                             f"{schema.HEAD_MASK} or {schema.DATASET_ID}; missing {missing}")
         if y_pred is None:
             y_pred = self(x, training=training)
-        dataset_id = ops.reshape(ops.cast(y["dataset_id"], "int32"), (-1,))
         context: dict = {"cross_replica_sum": self.cross_replica_sum}
         replicas = (1.0 if self.cross_replica_sum is None
                     else self.cross_replica_sum(ops.convert_to_tensor(1.0, "float32")))
         total = ops.convert_to_tensor(0.0, "float32")
         for index, (spec, head) in enumerate(zip(self._specs, self._heads)):
-            mask = ops.cast(dataset_id == index, "float32")
+            mask = head_mask[:, index]
             if sample_weight is not None:
                 mask = mask * ops.reshape(ops.cast(sample_weight, "float32"), (-1,))
             parts = head.compute_loss(y, y_pred[spec.name], mask, context)
@@ -241,6 +246,24 @@ class MultiHeadDetector(keras.Model):  # pylint: disable=abstract-method  # Kera
             # Every replica adds the same regularisation: its share is 1 / replicas.
             total = total + ops.cast(ops.sum(ops.stack(self.losses)), "float32") / replicas
         return total
+
+    def head_mask(self, y: Optional[dict]) -> Any:
+        """float32 `[B, H]`: which heads each example trains.
+
+        `y["head_mask"]` when given (the data pipeline routes each dataset to its heads);
+        otherwise `y["dataset_id"]` with dataset `i` training head `i`, the routing of a
+        config without a `heads:` section.
+
+        Raises:
+            ValueError: `y` has neither key.
+        """
+        if y is not None and schema.HEAD_MASK in y:
+            return ops.cast(y[schema.HEAD_MASK], "float32")
+        if y is None or schema.DATASET_ID not in y:
+            raise ValueError(f"compute_loss needs y[{schema.HEAD_MASK!r}] or "
+                             f"y[{schema.DATASET_ID!r}] to route examples to heads")
+        dataset_id = ops.reshape(ops.cast(y[schema.DATASET_ID], "int32"), (-1,))
+        return ops.one_hot(dataset_id, len(self._specs), dtype="float32")
 
     def _any_example(self, mask: Any) -> Any:
         """1.0 when the (global) batch holds an example of the masked head, else 0.0."""

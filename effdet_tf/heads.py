@@ -15,22 +15,23 @@ To add one: subclass `TaskHead`, register it in `HEAD_KINDS` under a new
 `HeadSpec.kind`, and give the data pipeline the label key it reads. (Neither exists yet.)
 """
 import dataclasses
+import importlib
 import math
-import re
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import keras
 from keras import ops
 
 from effdet_tf import anchors as anchor_lib
+from effdet_tf import batch_schema as schema
 from effdet_tf import losses
 from effdet_tf.box_coder import decode_boxes
 from effdet_tf.errors import ConfigError
 from effdet_tf.layers import batch_norm, separable_conv
+from effdet_tf.names import HEAD_KINDS, check_kind, check_name
 from effdet_tf.postprocess import decode_predictions
 from effdet_tf.targets import encode_targets, match_anchors
 
-HEAD_NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 PRIOR_PROBABILITY = 0.01
 BOX_LOSSES = ("huber", "ciou")
 TensorLike = Any  # a backend tensor, numpy array or KerasTensor
@@ -41,9 +42,11 @@ class HeadSpec:
     """What one head predicts.
 
     Args:
-        name: head name (= its dataset's name); letters, digits, `_`, starting with a letter.
-        num_classes: classes of the head's dataset.
-        kind: head kind, a key of `HEAD_KINDS` (only `"detection"` exists).
+        name: head name; a letter, then letters, digits, `_`.
+        num_classes: classes of the head.
+        kind: head kind, a key of `effdet_tf.names.HEAD_KINDS`.
+        options: keyword arguments of the kind's layer (e.g. `box_loss_weight`); saved
+            with the model, so a rebuilt model has them.
 
     Raises:
         ConfigError: bad name, class count or kind.
@@ -55,26 +58,24 @@ class HeadSpec:
     name: str
     num_classes: int
     kind: str = "detection"
+    options: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not HEAD_NAME_PATTERN.match(self.name):
-            raise ConfigError(
-                f"head name {self.name!r} must start with a letter and hold only letters, "
-                "digits and '_'")
+        check_name(self.name, "head name")
         if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int) \
                 or self.num_classes < 1:
             raise ConfigError(
                 f"head {self.name!r}: num_classes must be a positive int, got {self.num_classes!r}")
-        if self.kind not in HEAD_KINDS:
-            raise ConfigError(
-                f"head {self.name!r}: kind {self.kind!r} unknown, expected one of "
-                f"{sorted(HEAD_KINDS)}")
+        check_kind(self.kind, f"head {self.name!r}")
+        if not isinstance(self.options, dict):
+            raise ConfigError(f"head {self.name!r}: options must be a mapping, "
+                              f"got {self.options!r}")
 
     def to_config(self) -> dict:
         """Returns the spec as a plain dict.
 
         Returns:
-            `{"name", "num_classes", "kind"}`.
+            `{"name", "num_classes", "kind", "options"}`.
         """
         return dataclasses.asdict(self)
 
@@ -83,7 +84,8 @@ class TaskHead(keras.layers.Layer):  # pylint: disable=abstract-method  # add_me
     """Base class of heads: outputs from the pyramid, a masked loss, a decoder.
 
     Subclasses set `loss_components` (names of the scalar losses `compute_loss`
-    returns; the detector tracks each as a metric `<head>_<component>`).
+    returns; the detector tracks each as a metric `<head>_<component>`) and
+    `target_keys` (the keys of `effdet_tf.batch_schema` their loss reads).
 
     Args:
         num_classes: classes predicted.
@@ -92,6 +94,7 @@ class TaskHead(keras.layers.Layer):  # pylint: disable=abstract-method  # add_me
     """
 
     loss_components: Tuple[str, ...] = ()
+    target_keys: Tuple[str, ...] = ()
 
     def __init__(self, *, num_classes: int, image_size: int, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -161,6 +164,7 @@ class DetectionHead(TaskHead):  # pylint: disable=abstract-method  # add_metric 
     """
 
     loss_components = ("cls_loss", "box_loss")
+    target_keys = (schema.BOXES, schema.CLASSES)
 
     def __init__(self, *, num_classes: int, image_size: int, channels: int = 64,
                  num_layers: int = 3, box_loss: str = "huber", box_loss_weight=None,
@@ -290,7 +294,10 @@ class DetectionHead(TaskHead):  # pylint: disable=abstract-method  # add_metric 
         return config
 
 
-HEAD_KINDS = {"detection": DetectionHead}
+def head_class(kind: str) -> type:
+    """The `TaskHead` subclass registered for a kind in `effdet_tf.names.HEAD_KINDS`."""
+    module, name = HEAD_KINDS[check_kind(kind, "head")].split(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def build_head(spec: HeadSpec, *, image_size: int, channels: int, num_layers: int,
@@ -298,7 +305,7 @@ def build_head(spec: HeadSpec, *, image_size: int, channels: int, num_layers: in
     """Builds the head a spec asks for.
 
     Args:
-        spec: the head spec.
+        spec: the head spec; its `options` override the shared arguments.
         image_size: side of the square model input.
         channels: intermediate width.
         num_layers: intermediate layers per net.
@@ -307,10 +314,18 @@ def build_head(spec: HeadSpec, *, image_size: int, channels: int, num_layers: in
     Returns:
         The head layer, named `spec.name`.
 
+    Raises:
+        ConfigError: an option the head kind does not take.
+
     Example:
         >>> build_head(HeadSpec("fruits", 3), image_size=512, channels=64, num_layers=3,
         ...            box_loss="huber")
     """
-    return HEAD_KINDS[spec.kind](num_classes=spec.num_classes, image_size=image_size,
-                                 channels=channels, num_layers=num_layers, box_loss=box_loss,
-                                 name=spec.name)
+    arguments = {"num_classes": spec.num_classes, "image_size": image_size,
+                 "channels": channels, "num_layers": num_layers, "box_loss": box_loss,
+                 **spec.options, "name": spec.name}
+    try:
+        return head_class(spec.kind)(**arguments)
+    except (TypeError, ValueError) as err:  # Keras: ValueError for unknown keywords
+        raise ConfigError(f"head {spec.name!r} ({spec.kind}): bad options "
+                          f"{spec.options!r}: {err}") from err

@@ -20,7 +20,6 @@ every Mish replaced by a ReLU fused into its convolution: no Mish in ONNX Runtim
 faster, so it bounds what rewriting Mish could still win.
 """
 import argparse
-import dataclasses
 import functools
 import json
 import os
@@ -139,14 +138,11 @@ def single_head_graph(graph: DetectionGraph, config: ExperimentConfig, classes: 
     Raises:
         ExportError: a weight of the single-head model has no counterpart.
     """
-    from train.run_dir import build_detector_from_config  # pylint: disable=import-outside-toplevel  # heavy
+    from train.run_dir import build_model  # pylint: disable=import-outside-toplevel  # heavy
 
-    single_config = dataclasses.replace(
-        config, data=dataclasses.replace(
-            config.data, datasets=[d for d in config.data.datasets if d.name == head],
-            image_size=graph.image_size),
-        model=dataclasses.replace(config.model, head_loss_weights=None))
-    model = build_detector_from_config(single_config, {head: classes[head]})
+    single_config = config.with_heads([head])
+    single_config.data.image_size = graph.image_size
+    model = build_model(single_config, {head: classes[head]})
     copy_weights(graph.model, model)
     return DetectionGraph(model, {head: graph.class_names[head]},
                           score_threshold=graph.score_threshold,

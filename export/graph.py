@@ -245,7 +245,7 @@ def resize_detector(config: Any, model: Any, classes: Mapping[str, Mapping],
     Raises:
         ConfigError: the side is not a positive multiple of 128.
     """
-    from train.run_dir import build_detector_from_config  # pylint: disable=import-outside-toplevel  # heavy
+    from train.run_dir import build_model  # pylint: disable=import-outside-toplevel  # heavy
 
     if image_size == int(model.image_size):
         return config, model
@@ -253,7 +253,7 @@ def resize_detector(config: Any, model: Any, classes: Mapping[str, Mapping],
         raise ConfigError(f"--image-size must be a positive multiple of 128, got {image_size}")
     config = dataclasses.replace(config, data=dataclasses.replace(config.data,
                                                                   image_size=image_size))
-    resized = build_detector_from_config(config, classes)
+    resized = build_model(config, classes)
     copy_weights(model, resized)
     return config, resized
 

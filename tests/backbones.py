@@ -30,3 +30,16 @@ def tiny_backbone(*, input_shape: Sequence[Any] = (None, None, 3),
         if i >= 2:
             features.append(x)
     return keras.Model(inputs, features, name=name)
+
+
+def tiny_bn_backbone(size: int = 128, name: str = "tiny") -> Any:
+    """A fast stand-in with one BN layer: [C3, C4, C5] at strides 8/16/32 of a `size` input."""
+    import keras  # pylint: disable=import-outside-toplevel  # imported where the backend is set
+
+    inputs = keras.Input((size, size, 3))
+    x = keras.layers.Conv2D(8, 3, strides=4, padding="same", name="stem")(inputs)
+    x = keras.layers.BatchNormalization(name="stem_bn")(x)
+    c3 = keras.layers.Conv2D(16, 3, strides=2, padding="same", name="c3")(x)
+    c4 = keras.layers.Conv2D(24, 3, strides=2, padding="same", name="c4")(c3)
+    c5 = keras.layers.Conv2D(32, 3, strides=2, padding="same", name="c5")(c4)
+    return keras.Model(inputs, [c3, c4, c5], name=name)

@@ -9,6 +9,7 @@ from PIL import Image
 from tests.conftest import require_shared
 from data_pipelines.coco import CocoSource
 from data_pipelines.decode import PAD_VALUE
+from effdet_tf.errors import DataError
 
 CATS = [{"id": 7, "name": "seven"}, {"id": 3, "name": "three"}, {"id": 10, "name": "ten"}]
 
@@ -49,6 +50,23 @@ def make_dataset(root: pathlib.Path, num_images: int = 4, size=(80, 60), first_i
             anns.append({"id": 100 * iid + j, "image_id": iid, "category_id": CATS[j]["id"],
                          "bbox": [5 + 3 * j, 6, 20, 15 + j], "iscrowd": 0})
     return write_coco(root, images, anns, split=split)
+
+
+def test_class_names_of_a_head_reorder_categories_by_name(tmp_path):
+    """A dataset training a shared head indexes its boxes by the head's class list."""
+    write_image(tmp_path / "images" / "a.jpg", 200, 100)
+    anns = [{"id": 1, "image_id": 1, "category_id": 10, "bbox": [20, 10, 40, 30]},
+            {"id": 3, "image_id": 1, "category_id": 3, "bbox": [100, 50, 100, 50]}]
+    ann = write_coco(tmp_path, [{"id": 1, "file_name": "a.jpg", "width": 200, "height": 100}],
+                     anns)
+    src = CocoSource("toy", str(ann), str(tmp_path / "images"),
+                     class_names=["ten", "extra", "three", "seven"])
+    assert src.class_names == ["ten", "extra", "three", "seven"]
+    assert src.category_ids == [10, -1, 3, 7]  # "extra": no such category here
+    ex = first(src.dataset(64, 4))
+    assert list(ex["classes"][:2]) == [0, 2]
+    with pytest.raises(DataError, match="category 'seven' is not a class of the head"):
+        CocoSource("toy", str(ann), str(tmp_path / "images"), class_names=["ten", "three"])
 
 
 def first(ds):

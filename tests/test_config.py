@@ -39,7 +39,10 @@ def test_overrides_types_and_lists():
     ("train.mixed_precision=1", "train.mixed_precision: expected bool"),
     ("model.box_loss=l1", "model.box_loss: 'l1' is not one of huber, ciou"),
     ("data.image_size=500", "multiple of 128"),
-    ("model.head_loss_weights={c: 1}", "head 'c' has no dataset"),
+    ("model.head_loss_weights={c: 1}", "model.head_loss_weights: 'c' is not a head"),
+    ("data.datasets.0.name=3a", "data.datasets[0].name: '3a' must start with a letter"),
+    ("data.datasets.0.format=voc", "data.datasets[0].format: 'voc' is not one of coco"),
+    ("eval.split=val", "eval.split was removed"),
     ("data.datasets.5.root=q", "'5' is not an index"),
     ("noequals", "expected key=value"),
 ])
@@ -98,3 +101,51 @@ def test_fit_cli_bad_input_is_one_line_exit_2(tmp_path, content, args, message):
     assert len(lines) == 1 and message in lines[0], proc.stderr
     assert str(path) in lines[0] or "dataset 'a'" in lines[0]
     assert "Traceback" not in proc.stderr
+
+
+HEADS = {"heads": [{"name": "objects", "options": {"box_loss_weight": 20}}],
+         "data": {"datasets": [{"name": "a", "root": "x", "heads": ["objects"]},
+                               {"name": "b", "root": "y", "heads": ["objects"]}]}}
+
+
+def test_heads_section_routes_datasets_to_heads():
+    """Two datasets can train one head; without `heads:` each dataset has its own."""
+    cfg = config_from_dict(HEADS)
+    assert cfg.head_names == ["objects"] and cfg.routes == [[1.0], [1.0]]
+    assert cfg.head_datasets("objects") == [0, 1]
+    assert cfg.heads[0].options == {"box_loss_weight": 20}
+    legacy = config_from_dict(BASE)
+    assert legacy.head_names == ["a", "b"] and legacy.routes == [[1.0, 0.0], [0.0, 1.0]]
+    assert [h.kind for h in legacy.head_configs] == ["detection", "detection"]
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"heads": [{"name": "objects", "kind": "segmentation"}]},
+     "heads[0] (objects): kind 'segmentation' unknown, expected one of detection"),
+    ({"heads": [{"name": "objects"}, {"name": "objects"}]}, "heads: names must be unique"),
+    ({"heads": [{"name": "objects"}, {"name": "spare"}]}, "no dataset labels head 'spare'"),
+    ({"heads": [{"name": "objects", "classes": []}]}, "heads[0].classes: must be unique"),
+    ({"heads": [{"name": "other"}]},
+     "data.datasets[0].heads: head 'objects' is not in heads (other)"),
+])
+def test_heads_section_errors(change, message):
+    """Each mistake in the heads section is one line naming the key."""
+    with pytest.raises(ConfigError) as err:
+        config_from_dict({**HEADS, **change})
+    assert message in str(err.value)
+
+
+def test_dataset_without_heads_key_under_a_heads_section():
+    """A dataset that names no head, in a config with heads, is told how to migrate."""
+    values = {"heads": [{"name": "objects"}],
+              "data": {"datasets": [{"name": "a", "root": "x"}]}}
+    with pytest.raises(ConfigError, match=r"add `heads: \[<head>, ...\]` to it"):
+        config_from_dict(values)
+
+
+def test_with_heads_keeps_the_datasets_of_the_heads_kept():
+    """Restricting to one head drops the other heads' datasets and loss weights."""
+    cfg = config_from_dict(BASE, ["model.head_loss_weights={a: 2, b: 1}"])
+    single = cfg.with_heads(["b"])
+    assert single.head_names == ["b"] and [d.name for d in single.data.datasets] == ["b"]
+    assert single.model.head_loss_weights == {"b": 1.0} and cfg.head_names == ["a", "b"]

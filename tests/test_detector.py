@@ -14,6 +14,7 @@ import tensorflow as tf
 import effdet_tf
 from effdet_tf.detector import _loss_weights, normalize_heads
 from effdet_tf.errors import ConfigError
+from tests.backbones import tiny_bn_backbone
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SIZE = 128
@@ -22,13 +23,7 @@ NUM_ANCHORS_128 = 3069
 
 def tiny_backbone(size=SIZE, name="tiny"):
     """A fast stand-in backbone: [C3, C4, C5] at strides 8/16/32, with BN."""
-    inputs = keras.Input((size, size, 3))
-    x = keras.layers.Conv2D(8, 3, strides=4, padding="same", name="stem")(inputs)
-    x = keras.layers.BatchNormalization(name="stem_bn")(x)
-    c3 = keras.layers.Conv2D(16, 3, strides=2, padding="same", name="c3")(x)
-    c4 = keras.layers.Conv2D(24, 3, strides=2, padding="same", name="c4")(c3)
-    c5 = keras.layers.Conv2D(32, 3, strides=2, padding="same", name="c5")(c4)
-    return keras.Model(inputs, [c3, c4, c5], name=name)
+    return tiny_bn_backbone(size, name)
 
 
 def _model(**kwargs):
@@ -171,7 +166,7 @@ def test_config_round_trip_and_keras_file(model, tmp_path):
     """get_config is JSON-able and a .keras file reloads with identical outputs."""
     config = model.get_config()
     assert json.loads(json.dumps(config))["heads"][1] == {"name": "b", "num_classes": 2,
-                                                         "kind": "detection"}
+                                                         "kind": "detection", "options": {}}
     path = tmp_path / "model.keras"
     model.save(path)
     loaded = keras.saving.load_model(path)
@@ -185,6 +180,21 @@ def test_config_round_trip_and_keras_file(model, tmp_path):
     loaded_config = loaded.get_config()
     assert json.dumps(loaded_config, sort_keys=True) == json.dumps(config, sort_keys=True), \
         [k for k in config if loaded_config[k] != config[k]]  # load_model ran from_config
+
+
+def test_head_options_survive_save_and_load(tmp_path):
+    """A head's options (here its box loss weight) are part of the saved model."""
+    model = _model(heads=[{"name": "a", "num_classes": 3, "options": {"box_loss_weight": 7.0}},
+                          {"name": "b", "num_classes": 2}])
+    assert model.task_heads["a"].box_loss_weight == 7.0
+    assert model.task_heads["b"].box_loss_weight is None
+    path = tmp_path / "options.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert loaded.task_heads["a"].box_loss_weight == 7.0
+    assert loaded.head_specs[0].options == {"box_loss_weight": 7.0}
+    with pytest.raises(ConfigError, match="head 'a' .detection.: bad options"):
+        _model(heads=[{"name": "a", "num_classes": 3, "options": {"no_such_option": 1}}])
 
 
 def test_backbone_weights_file(tmp_path):

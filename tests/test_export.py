@@ -69,7 +69,7 @@ def spread_outputs(model, seed: int) -> None:
 
 def make_run(folder, seed: int, weights: bool = True) -> str:
     """Writes a run folder (config, classes, `checkpoints/last.weights.h5`)."""
-    from train.run_dir import build_detector_from_config  # pylint: disable=import-outside-toplevel  # after the backbone patch
+    from train.run_dir import build_model  # pylint: disable=import-outside-toplevel  # after the backbone patch
 
     cfg = make_config()
     os.makedirs(folder, exist_ok=True)
@@ -79,7 +79,7 @@ def make_run(folder, seed: int, weights: bool = True) -> str:
         json.dump(CLASSES, stream)
     if weights:
         keras.utils.set_random_seed(seed)
-        model = build_detector_from_config(cfg, CLASSES)
+        model = build_model(cfg, CLASSES)
         spread_outputs(model, seed)
         os.makedirs(os.path.join(folder, "checkpoints"))
         model.save_weights(os.path.join(folder, "checkpoints", "last.weights.h5"))

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from data_pipelines.pipeline import build_eval_dataset, build_sources, build_train_dataset
+from effdet_tf.batch_schema import EXAMPLE_KEYS as TRAIN_KEYS
 from effdet_tf.config import DatasetConfig
 from effdet_tf.errors import DataError
-from data_pipelines.pipeline import (TRAIN_KEYS, build_eval_dataset, build_sources,
-                                     build_train_dataset)
 from tests.conftest import require_shared
 from tests.test_coco_source import make_dataset
 
@@ -93,3 +93,16 @@ def test_real_datasets_mix_at_512():
     valid = batch["classes"] >= 0
     assert (batch["boxes"][valid] >= 0).all() and (batch["boxes"][valid] <= 512).all()
     assert (batch["classes"] < 3).all()
+
+
+def test_routes_add_the_head_mask_of_each_example(configs):
+    """With a route table, every batch says which heads each example trains."""
+    routes = [[1.0, 1.0], [0.0, 1.0]]  # alpha trains both heads, beta the second
+    ds = build_train_dataset(configs, image_size=32, max_boxes=6, batch_size=8, seed=0,
+                             routes=routes)
+    batch = next(iter(ds))
+    expected = np.array(routes, np.float32)[batch["dataset_id"].numpy()]
+    np.testing.assert_array_equal(batch["head_mask"].numpy(), expected)
+    val, _ = build_eval_dataset(configs[1], 1, split="val", image_size=32, max_boxes=4,
+                                batch_size=2, routes=routes)
+    np.testing.assert_array_equal(next(iter(val))["head_mask"].numpy(), [[0, 1], [0, 1]])

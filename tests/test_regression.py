@@ -4,7 +4,9 @@ The figures in `tests/data/regression_detection.json` were recorded from main be
 the multi-task redesign (`python -m tests.test_regression --record`). The run covers
 the whole training path of a detection head: on-device YOLOv4 augmentation (Mosaic and
 CutMix on), anchor matching, focal + Huber loss masked per head, AdamW with warm-up and
-clipping, BN updates. A change in any of them moves the figures.
+clipping, BN updates. A change in any of them moves the figures. The figures were
+recorded with the mask taken from `dataset_id`; the run now passes the route table's
+`head_mask`, as the data pipeline does.
 """
 import json
 import pathlib
@@ -16,21 +18,12 @@ import tensorflow as tf
 
 import effdet_tf
 from data_pipelines.augment.pipeline import YoloV4Augment
+from tests.backbones import tiny_bn_backbone
 from train.schedules import WarmupCosine
 from train.trainer import DetectorTrainer
 
 RECORD = pathlib.Path(__file__).with_name("data") / "regression_detection.json"
 SIZE, BATCH, STEPS, MAX_BOXES = 128, 4, 4, 6
-
-
-def _backbone():
-    inputs = keras.Input((SIZE, SIZE, 3))
-    x = keras.layers.Conv2D(8, 3, strides=4, padding="same", name="stem")(inputs)
-    x = keras.layers.BatchNormalization(name="stem_bn")(x)
-    c3 = keras.layers.Conv2D(16, 3, strides=2, padding="same", name="c3")(x)
-    c4 = keras.layers.Conv2D(24, 3, strides=2, padding="same", name="c4")(c3)
-    c5 = keras.layers.Conv2D(32, 3, strides=2, padding="same", name="c5")(c4)
-    return keras.Model(inputs, [c3, c4, c5], name="tiny")
 
 
 def _batches():
@@ -49,7 +42,9 @@ def _batches():
         batches.append({
             "images": rng.uniform(0, 255, (BATCH, SIZE, SIZE, 3)).astype(np.float32),
             "boxes": boxes, "classes": classes,
-            "dataset_id": np.array([0, 1, 0, 1], np.int32)})
+            "dataset_id": np.array([0, 1, 0, 1], np.int32),
+            # The routes of a config without `heads:`: dataset i trains head i.
+            "head_mask": np.eye(2, dtype=np.float32)[[0, 1, 0, 1]]})
     return batches
 
 
@@ -57,8 +52,8 @@ def run() -> dict:
     """Trains the pinned model for STEPS steps; returns per-step losses and weight sums."""
     keras.utils.set_random_seed(0)
     detector = effdet_tf.build_detector(heads={"a": 2, "b": 2}, image_size=SIZE,
-                                        backbone=_backbone(), fpn_channels=16, fpn_cells=1,
-                                        head_layers=1)
+                                        backbone=tiny_bn_backbone(SIZE), fpn_channels=16,
+                                        fpn_cells=1, head_layers=1)
     augmenter = YoloV4Augment(SIZE, mosaic=0.5, cutmix=0.5, jitter=0.2)
     trainer = DetectorTrainer(detector, augmenter=augmenter, seed=3)
     schedule = WarmupCosine(base_lr=2e-3, total_steps=STEPS, warmup_steps=1)

@@ -63,7 +63,7 @@ def test_to_original_xywh():
 def test_variant_restricts_heads(tmp_path):
     """A single-head variant keeps one dataset, its loss weight, and its own run folder."""
     cfg = _cfg(tmp_path, "model.head_loss_weights={a: 2, b: 1}")
-    single = variant(cfg, datasets=[1], seed=3, out_dir=str(tmp_path), label="single_b")
+    single = variant(cfg, heads=["b"], seed=3, out_dir=str(tmp_path), label="single_b")
     assert single.head_names == ["b"] and single.model.head_loss_weights == {"b": 1.0}
     assert single.train.seed == 3 and single.run_path == str(tmp_path / "single_b_s3")
     assert cfg.head_names == ["a", "b"]

@@ -7,7 +7,6 @@ Writes `comparison.md` (table with differences and a noise verdict), `comparison
 (bar chart) and `comparison.json`. Finished runs are reused, so an interrupted
 comparison continues where it stopped.
 """
-import copy
 import dataclasses
 import json
 import os
@@ -24,26 +23,21 @@ from effdet_tf.config import ExperimentConfig, load_config
 SINGLE_SEED_TOLERANCE = 0.02
 
 
-def variant(cfg: ExperimentConfig, *, datasets: Sequence[int], seed: int,
+def variant(cfg: ExperimentConfig, *, heads: Sequence[str], seed: int,
             out_dir: str, label: str) -> ExperimentConfig:
-    """A copy of `cfg` restricted to some datasets, with its own seed and run folder.
+    """A copy of `cfg` restricted to some heads, with its own seed and run folder.
 
     Args:
         cfg: the base config.
-        datasets: indices of the datasets kept (their heads).
+        heads: names of the heads kept (with the datasets that train them).
         seed: training seed.
         out_dir: comparison folder; the run goes to `out_dir/<label>_s<seed>`.
-        label: run label ("two_head" or a dataset name).
+        label: run label ("two_head" or a head name).
 
     Returns:
         The new config.
     """
-    new = copy.deepcopy(cfg)
-    new.data.datasets = [copy.deepcopy(cfg.data.datasets[i]) for i in datasets]
-    names = {d.name for d in new.data.datasets}
-    if new.model.head_loss_weights:
-        new.model.head_loss_weights = {k: v for k, v in new.model.head_loss_weights.items()
-                                       if k in names} or None
+    new = cfg.with_heads(heads)
     new.name = f"{label}_s{seed}"
     new.train = dataclasses.replace(new.train, seed=seed,
                                     run_dir=os.path.join(out_dir, "{name}"))
@@ -185,11 +179,11 @@ def run_comparison(cfg: ExperimentConfig, *, seeds: Sequence[int], out_dir: str,
     results: Dict[str, List[Dict[str, Any]]] = {"two_head": []}
     for seed in seeds:
         results["two_head"].append(train_or_reuse(variant(
-            cfg, datasets=range(len(heads)), seed=seed, out_dir=out_dir, label="two_head"),
+            cfg, heads=heads, seed=seed, out_dir=out_dir, label="two_head"),
             verbose))
-        for i, head in enumerate(heads):
+        for head in heads:
             results.setdefault(head, []).append(train_or_reuse(variant(
-                cfg, datasets=[i], seed=seed, out_dir=out_dir, label=f"single_{head}"),
+                cfg, heads=[head], seed=seed, out_dir=out_dir, label=f"single_{head}"),
                 verbose))
     table = summarise(results, heads)
     text = markdown(table, cfg, seeds)

@@ -10,22 +10,50 @@ from data_pipelines.augment import YoloV4Augment
 from data_pipelines.coco import CocoSource
 from effdet_tf.config import DatasetConfig, ExperimentConfig
 from effdet_tf.errors import DataError
-from train.trainer import split_batch
+from effdet_tf.batch_schema import split_batch
 
 
-def class_info(dataset: DatasetConfig, split: str = "train") -> Dict[str, List[Any]]:
-    """Class names and COCO category ids of a dataset, in the head's output order.
+def class_table(cfg: ExperimentConfig) -> Dict[str, Dict[str, List[Any]]]:
+    """Each head's classes in output order, with the COCO category ids of its first dataset.
+
+    A head's classes are its `classes` in the config, or else the categories of the
+    first dataset that labels it (ascending category id).
 
     Args:
-        dataset: the dataset config.
-        split: split whose annotation file is read.
+        cfg: the experiment config.
 
     Returns:
-        `{"names": [...], "category_ids": [...]}`.
+        `{head: {"names": [...], "category_ids": [...]}}` (`classes.json` of a run);
+        a category id is -1 where the first dataset lacks the class.
     """
-    ann, images = dataset.paths(split)
-    source = CocoSource(dataset.name, ann, images)
-    return {"names": list(source.class_names), "category_ids": list(source.category_ids)}
+    table = {}
+    for head in cfg.head_configs:
+        dataset = cfg.data.datasets[cfg.head_datasets(head.name)[0]]
+        ann, images = dataset.paths("train")
+        source = CocoSource(dataset.name, ann, images, class_names=head.classes)
+        table[head.name] = {"names": list(source.class_names),
+                            "category_ids": list(source.category_ids)}
+    return table
+
+
+def dataset_class_names(cfg: ExperimentConfig) -> List[Optional[List[str]]]:
+    """Per dataset, the class list its boxes are indexed by: its detection head's.
+
+    None where the dataset defines that list itself (the first dataset of a head without
+    `classes`), so its own categories are read in their own order.
+    """
+    heads = {h.name: h for h in cfg.head_configs}
+    lists: List[Optional[List[str]]] = []
+    for index, dataset in enumerate(cfg.data.datasets):
+        head = next(heads[h] for h in cfg.dataset_heads(dataset)
+                    if heads[h].kind == "detection")
+        if head.classes is not None:
+            lists.append(list(head.classes))
+        elif cfg.head_datasets(head.name)[0] == index:
+            lists.append(None)
+        else:
+            lists.append(class_table(cfg)[head.name]["names"])
+    return lists
 
 
 def count_images(dataset: DatasetConfig, split: str) -> int:
@@ -53,7 +81,8 @@ def validate_datasets(cfg: ExperimentConfig, splits: Sequence[str]) -> None:
         DataError: any dataset of any split has a problem (all of them listed).
     """
     for split in splits:
-        pipeline.build_sources(cfg.data.datasets, split, on_corrupt=cfg.data.on_corrupt)
+        pipeline.build_sources(cfg.data.datasets, split, on_corrupt=cfg.data.on_corrupt,
+                               class_names=dataset_class_names(cfg))
 
 
 def sampling_weights(cfg: ExperimentConfig) -> List[float]:
@@ -94,7 +123,8 @@ def make_train_dataset(cfg: ExperimentConfig, *,
         batch_size=cfg.train.batch_size, seed=cfg.train.seed,
         weights=sampling_weights(cfg),
         one_dataset_per_batch=cfg.data.one_dataset_per_batch, augmenter=augmenter,
-        on_corrupt=cfg.data.on_corrupt)
+        on_corrupt=cfg.data.on_corrupt, class_names=dataset_class_names(cfg),
+        routes=cfg.routes)
     if on_device:
         return dataset
     return dataset.map(split_batch, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
@@ -106,7 +136,8 @@ def eval_dataset(cfg: ExperimentConfig, dataset_id: int,
     return pipeline.build_eval_dataset(
         cfg.data.datasets[dataset_id], dataset_id, split=split,
         image_size=cfg.data.image_size, max_boxes=cfg.data.max_boxes,
-        batch_size=cfg.eval.batch_size)
+        batch_size=cfg.eval.batch_size, class_names=dataset_class_names(cfg)[dataset_id],
+        routes=cfg.routes)
 
 
 def make_val_dataset(cfg: ExperimentConfig, split: str = "val") -> tf.data.Dataset:
@@ -123,5 +154,6 @@ def clean_train_images(cfg: ExperimentConfig) -> tf.data.Dataset:
     dataset = pipeline.build_train_dataset(
         cfg.data.datasets, image_size=cfg.data.image_size, max_boxes=cfg.data.max_boxes,
         batch_size=cfg.train.batch_size, seed=cfg.train.seed + 1,
-        weights=sampling_weights(cfg), on_corrupt=cfg.data.on_corrupt, validate=False)
+        weights=sampling_weights(cfg), on_corrupt=cfg.data.on_corrupt, validate=False,
+        class_names=dataset_class_names(cfg))
     return dataset.map(lambda batch: batch["images"], num_parallel_calls=tf.data.AUTOTUNE)

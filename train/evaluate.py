@@ -1,6 +1,6 @@
-"""COCO evaluation of every head on its own dataset: `python -m train.evaluate --run RUN`.
+"""COCO evaluation of every head on its own datasets: `python -m train.evaluate --run RUN`.
 
-Each head is scored only on the split of the dataset it was trained for, every image of
+Each head is scored only on the split of each dataset it was trained on, every image of
 that split counted (images with no detection included), with pycocotools.
 """
 import json
@@ -38,27 +38,28 @@ def to_original_xywh(boxes: np.ndarray, scale: float, pad: np.ndarray,
 
 
 def predict_head(detector: Any, cfg: ExperimentConfig, dataset_id: int, split: str,
-                 category_ids: List[int]) -> Tuple[List[Dict[str, Any]], Any]:
-    """Runs the detector over one dataset's split; returns COCO-style detections of its head.
+                 head: str) -> Tuple[List[Dict[str, Any]], Any]:
+    """Runs the detector over one dataset's split; returns COCO-style detections of a head.
 
     Args:
         detector: the detector.
         cfg: the experiment config.
-        dataset_id: index of the dataset (and head).
+        dataset_id: index of the dataset.
         split: "train", "val" or "test".
-        category_ids: COCO category id of each class index of the head.
+        head: a detection head the dataset trains.
 
     Returns:
         `(detections, source)`: detections `{image_id, category_id, bbox, score}` in
-        original pixels, and the dataset's `CocoSource` (its ground truth).
+        original pixels (classes the dataset has no category for are left out), and the
+        dataset's `CocoSource` (its ground truth, classes in the head's order).
     """
     from effdet_tf import nms_tf  # pylint: disable=import-outside-toplevel  # TF-only module
-
-    head = cfg.head_names[dataset_id]
     dataset, source = eval_dataset(cfg, dataset_id, split)
+    category_ids = source.category_ids
     detections: List[Dict[str, Any]] = []
-    total = len(source.image_ids)
-    with tqdm(total=total, desc=f"eval {head}/{split}", unit="img", leave=False) as progress:
+    name = cfg.data.datasets[dataset_id].name
+    with tqdm(total=len(source.image_ids), desc=f"eval {head} on {name}/{split}", unit="img",
+              leave=False) as progress:
         for batch in dataset:
             out = nms_tf.detect(detector, batch["images"],
                                 score_threshold=cfg.eval.score_threshold,
@@ -72,6 +73,8 @@ def predict_head(detector: Any, cfg: ExperimentConfig, dataset_id: int, split: s
                                         meta["pad"][b], meta["orig_size"][b])
                 for box, score, cls in zip(xywh, out["scores"][b, :count],
                                            out["classes"][b, :count]):
+                    if category_ids[int(cls)] < 0:
+                        continue
                     detections.append({"image_id": int(meta["image_id"][b]),
                                        "category_id": int(category_ids[int(cls)]),
                                        "bbox": [round(float(v), 2) for v in box],
@@ -80,28 +83,45 @@ def predict_head(detector: Any, cfg: ExperimentConfig, dataset_id: int, split: s
     return detections, source
 
 
+def evaluation_pairs(cfg: ExperimentConfig) -> List[Tuple[str, int, str]]:
+    """`(result key, dataset index, head)` for every dataset a detection head is scored on.
+
+    A head is scored on each dataset that trains it; the key is the head's name when it
+    has one dataset, else `<head>/<dataset>`.
+    """
+    pairs = []
+    for head in cfg.head_configs:
+        datasets = cfg.head_datasets(head.name)
+        for index in datasets:
+            key = head.name if len(datasets) == 1 else \
+                f"{head.name}/{cfg.data.datasets[index].name}"
+            pairs.append((key, index, head.name))
+    return pairs
+
+
 def evaluate_model(detector: Any, cfg: ExperimentConfig, classes: Dict[str, Dict[str, Any]],
                    *, split: str = "test", out_dir: Optional[str] = None) -> Dict[str, Any]:
-    """COCO metrics of every head on its own dataset's split.
+    """COCO metrics of every head on each dataset that trains it.
 
     Args:
         detector: the detector.
         cfg: the experiment config.
-        classes: per-head `{"names", "category_ids"}`.
+        classes: per-head `{"names", ...}`.
         split: split to evaluate.
         out_dir: where PNGs and `metrics_<split>.json` go (nothing written when None).
 
     Returns:
-        `{head: metrics}` (see `train.coco_eval.evaluate_detections`).
+        `{key: metrics}` (keys from `evaluation_pairs`; see
+        `train.coco_eval.evaluate_detections`).
     """
     results: Dict[str, Any] = {}
-    for i, head in enumerate(cfg.head_names):
-        detections, source = predict_head(detector, cfg, i, split,
-                                           classes[head]["category_ids"])
-        results[head] = evaluate_detections(
-            source.coco, detections, class_names=classes[head]["names"],
-            category_ids=classes[head]["category_ids"], out_dir=out_dir,
-            prefix=f"{head}_{split}_")
+    for key, index, head in evaluation_pairs(cfg):
+        detections, source = predict_head(detector, cfg, index, split, head)
+        scored = [i for i, cid in enumerate(source.category_ids) if cid >= 0]
+        results[key] = evaluate_detections(
+            source.coco, detections, class_names=[classes[head]["names"][i] for i in scored],
+            category_ids=[source.category_ids[i] for i in scored], out_dir=out_dir,
+            prefix=f"{key.replace('/', '_')}_{split}_")
     if out_dir:
         os.makedirs(out_dir, exist_ok=True)
         with open(os.path.join(out_dir, f"metrics_{split}.json"), "w",

@@ -181,11 +181,10 @@ def run_training(cfg: ExperimentConfig, *, overwrite: bool = False, evaluate: bo
     dist, cfg = _distribution(cfg)  # before TF sets up its devices
     import keras
 
-    from effdet_tf.detector import build_detector
     from train import data as data_lib
     from train import callbacks as cbs
     from train.precise_bn import trainable_batchnorms
-    from train.run_dir import prepare_run_dir, write_classes
+    from train.run_dir import build_model, prepare_run_dir, write_classes
     from train.trainer import DetectorTrainer
 
     run, resuming = prepare_run_dir(cfg, overwrite=overwrite)
@@ -196,21 +195,14 @@ def run_training(cfg: ExperimentConfig, *, overwrite: bool = False, evaluate: bo
     keras.utils.set_random_seed(cfg.train.seed)
     if cfg.train.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
-    classes = {d.name: data_lib.class_info(d) for d in cfg.data.datasets}
+    classes = data_lib.class_table(cfg)
     write_classes(run, classes)
     on_device = keras.backend.backend() == "tensorflow" and cfg.train.augment_on_device
     steps = data_lib.steps_per_epoch(cfg)
     size = cfg.data.image_size
     with dist.scope():  # every variable (model, optimizer, metrics) is made per replica
         augmenter = data_lib.make_augmenter(cfg)
-        detector = build_detector(
-            heads={name: len(info["names"]) for name, info in classes.items()},
-            image_size=cfg.data.image_size, backbone=cfg.model.backbone,
-            freeze_backbone=cfg.model.freeze_backbone,
-            backbone_weights=cfg.model.backbone_weights,
-            fpn_channels=cfg.model.fpn_channels, fpn_cells=cfg.model.fpn_cells,
-            head_layers=cfg.model.head_layers, head_loss_weights=cfg.model.head_loss_weights,
-            box_loss=cfg.model.box_loss)
+        detector = build_model(cfg, classes, with_backbone_weights=True)
         for layer in trainable_batchnorms(detector):
             layer.momentum = cfg.train.bn_momentum
         dist.attach(detector)  # per-head normalisers summed over replicas

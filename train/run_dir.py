@@ -87,8 +87,6 @@ def load_run(run: str, *, weights: str = "final") -> Tuple[ExperimentConfig, ker
     Raises:
         ConfigError: the folder has no config, classes or weights.
     """
-    from effdet_tf.detector import build_detector  # pylint: disable=import-outside-toplevel  # heavy
-
     cfg_file = os.path.join(run, CONFIG_FILE)
     if not os.path.isfile(cfg_file):
         raise ConfigError(f"{run}: not a run folder ({CONFIG_FILE} missing)")
@@ -106,27 +104,36 @@ def load_run(run: str, *, weights: str = "final") -> Tuple[ExperimentConfig, ker
     found = [c for c in candidates if os.path.isfile(c)]
     if not found:
         raise ConfigError(f"{run}: no model weights (looked for {', '.join(candidates)})")
-    detector = build_detector_from_config(cfg, classes, build_detector)
+    detector = build_model(cfg, classes)
     detector.load_weights(found[0])
     return cfg, detector, classes
 
 
-def build_detector_from_config(cfg: ExperimentConfig, classes: Dict[str, Dict[str, Any]],
-                               builder: Any = None) -> keras.Model:
-    """Builds the detector a config describes (no backbone weights loaded).
+def build_model(cfg: ExperimentConfig, classes: Dict[str, Dict[str, Any]], *,
+                with_backbone_weights: bool = False) -> keras.Model:
+    """Builds the detector a config describes: the one config -> model rule.
+
+    Used by training, by loading a run and by export, so every setting of the `model`
+    section and every head's kind and options reach all three alike.
 
     Args:
         cfg: the experiment config.
-        classes: per-head class table (its lengths give each head's class count).
-        builder: `effdet_tf.build_detector` (passed in to keep imports light).
+        classes: per-head class table (`classes.json`); its lengths give the class counts.
+        with_backbone_weights: load `model.backbone_weights` (training starts from them;
+            a run's own weights replace them when it is loaded).
 
     Returns:
         The detector.
     """
-    if builder is None:
-        from effdet_tf.detector import build_detector as builder  # pylint: disable=import-outside-toplevel
-    heads = {name: len(classes[name]["names"]) for name in cfg.head_names}
-    return builder(heads=heads, image_size=cfg.data.image_size, backbone=cfg.model.backbone,
-                   fpn_channels=cfg.model.fpn_channels, fpn_cells=cfg.model.fpn_cells,
-                   head_layers=cfg.model.head_layers,
-                   head_loss_weights=cfg.model.head_loss_weights, box_loss=cfg.model.box_loss)
+    from effdet_tf.detector import build_detector  # pylint: disable=import-outside-toplevel  # heavy
+    from effdet_tf.heads import HeadSpec  # pylint: disable=import-outside-toplevel  # heavy
+
+    heads = [HeadSpec(head.name, len(classes[head.name]["names"]), kind=head.kind,
+                      options=dict(head.options)) for head in cfg.head_configs]
+    return build_detector(
+        heads=heads, image_size=cfg.data.image_size, backbone=cfg.model.backbone,
+        freeze_backbone=cfg.model.freeze_backbone,
+        backbone_weights=cfg.model.backbone_weights if with_backbone_weights else None,
+        fpn_channels=cfg.model.fpn_channels, fpn_cells=cfg.model.fpn_cells,
+        head_layers=cfg.model.head_layers, head_loss_weights=cfg.model.head_loss_weights,
+        box_loss=cfg.model.box_loss)

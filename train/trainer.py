@@ -6,24 +6,12 @@ summed. Under the TensorFlow backend its `train_step` first runs the YOLOv4
 augmentation on the device (on the raw batch, inside the same compiled step); under
 JAX, Keras' own `train_step` runs and the augmentation happens in tf.data.
 """
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional
 
 import keras
 import tensorflow as tf
 
-TRAIN_KEYS = ("boxes", "classes", "dataset_id")
-
-
-def split_batch(batch: Dict[str, Any]) -> Tuple[Any, Dict[str, Any]]:
-    """Splits a raw batch into the model input and the targets for `compute_loss`.
-
-    Args:
-        batch: raw batch with `images`, `boxes`, `classes`, `dataset_id`.
-
-    Returns:
-        `(images, {"boxes", "classes", "dataset_id"})`.
-    """
-    return batch["images"], {k: batch[k] for k in TRAIN_KEYS}
+from effdet_tf.batch_schema import split_batch
 
 
 # Keras declares fit/add_metric abstract in backend mixins it fills in at import time.
