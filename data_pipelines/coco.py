@@ -213,8 +213,8 @@ class CocoSource:
         return {k: np.asarray(v, dtype=dtypes[k]) for k, v in cols.items()}
 
     def dataset(self, image_size: int, max_boxes: int, *, shuffle: bool = False, seed: int = 0,
-                repeat: bool = False, on_corrupt: str = "fail", with_meta: bool = False,
-                mode: str = "letterbox") -> tf.data.Dataset:
+                repeat: bool = False, on_corrupt: str = "fail",
+                with_meta: bool = False) -> tf.data.Dataset:
         """Unbatched examples: `images`, `boxes`, `classes`, `dataset_id` (+ meta keys).
 
         Validates the dataset first (once; results are cached).
@@ -227,18 +227,14 @@ class CocoSource:
             repeat: repeat forever.
             on_corrupt: "fail" raises on a corrupt image; "skip" leaves it out and prints
                 the count.
-            with_meta: add `image_id`, `scale`, `pad`, `orig_size` (letterbox mode only).
-            mode: "letterbox" (keep aspect ratio, pad 114) or "resize" (stretch).
+            with_meta: add `image_id`, `scale`, `pad`, `orig_size`.
 
         Returns:
             A `tf.data.Dataset` of dicts of tensors.
 
         Raises:
             DataError: the dataset has problems (all listed).
-            ValueError: `with_meta` with `mode="resize"` (no single scale exists).
         """
-        if with_meta and mode != "letterbox":
-            raise ValueError("with_meta needs mode='letterbox' (one scale for both axes)")
         skip_ids = self.check(on_corrupt)
         if skip_ids:
             print(f"{self.name}: skipped {len(skip_ids)} corrupt image(s) of "
@@ -248,7 +244,7 @@ class CocoSource:
 
         def load(ex: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
             image = decode_oriented(ex["path"], ex["orientation"], ex["branch"])
-            image, scale_xy, pad_xy = letterbox(image, ex["orig_size"], image_size, mode)
+            image, scale_xy, pad_xy = letterbox(image, ex["orig_size"], image_size)
             out = {"images": image,
                    "boxes": transform_boxes(ex["boxes"], scale_xy, pad_xy),
                    "classes": ex["classes"], "dataset_id": dataset_id}

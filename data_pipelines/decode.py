@@ -6,7 +6,7 @@ to catch corrupt files. The TensorFlow side (`decode_oriented`, `letterbox`) run
 `tf.data` maps with no Python per example.
 """
 import dataclasses
-from typing import Optional, Tuple
+from typing import Any, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -137,14 +137,13 @@ def decode_oriented(path: tf.Tensor, orientation: tf.Tensor, branch: tf.Tensor) 
     return _apply_orientation(image, orientation)
 
 
-def letterbox_geometry(orig_hw: tf.Tensor, image_size: int,
-                       mode: str = "letterbox") -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+def letterbox_geometry(orig_hw: tf.Tensor,
+                       image_size: int) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """Scale, resized size and padding of the letterbox of an `orig_hw` image.
 
     Args:
         orig_hw: int32 `[2]` (height, width) of the upright original image.
-        image_size: side `S` of the square output.
-        mode: "letterbox" (keep aspect ratio, centre, pad) or "resize" (stretch).
+        image_size: side `S` of the square output (aspect ratio kept, centred, padded).
 
     Returns:
         `(scale_xy, new_hw, pad_xy)`: float32 `[2]` scale per axis (x, y), int32 `[2]` size
@@ -152,32 +151,26 @@ def letterbox_geometry(orig_hw: tf.Tensor, image_size: int,
     """
     orig = tf.cast(orig_hw, tf.float32)
     size = float(image_size)
-    if mode == "resize":
-        scale_xy = tf.stack([size / orig[1], size / orig[0]])
-        return scale_xy, tf.constant([image_size, image_size], tf.int32), tf.zeros([2])
-    if mode != "letterbox":
-        raise ValueError(f"unknown resize mode {mode!r}; use 'letterbox' or 'resize'")
     scale = tf.minimum(size / orig[0], size / orig[1])
     new_hw = tf.clip_by_value(tf.cast(tf.round(orig * scale), tf.int32), 1, image_size)
     pad_yx = (image_size - new_hw) // 2
     return tf.stack([scale, scale]), new_hw, tf.cast(tf.reverse(pad_yx, [0]), tf.float32)
 
 
-def letterbox(image: tf.Tensor, orig_hw: tf.Tensor, image_size: int,
-              mode: str = "letterbox") -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+def letterbox(image: tf.Tensor, orig_hw: tf.Tensor,
+              image_size: int) -> Tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """Resizes an upright image into an `S x S` uint8 frame, padded with 114.
 
     Args:
         image: uint8 `[h, w, 3]`, the original image or a reduced decode of it.
         orig_hw: int32 `[2]`, size of the original (boxes are in its frame).
         image_size: output side `S`.
-        mode: "letterbox" or "resize".
 
     Returns:
         `(image, scale_xy, pad_xy)`: uint8 `[S, S, 3]`, float32 `[2]`, float32 `[2]`. A point
         `(x, y)` of the original maps to `(x * scale_x + pad_x, y * scale_y + pad_y)`.
     """
-    scale_xy, new_hw, pad_xy = letterbox_geometry(orig_hw, image_size, mode)
+    scale_xy, new_hw, pad_xy = letterbox_geometry(orig_hw, image_size)
     resized = tf.image.resize(image, new_hw, method="bilinear")
     resized = tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
     pad = tf.cast(pad_xy, tf.int32)
@@ -185,6 +178,29 @@ def letterbox(image: tf.Tensor, orig_hw: tf.Tensor, image_size: int,
                 [pad[0], image_size - new_hw[1] - pad[0]], [0, 0]]
     out = tf.pad(resized, paddings, constant_values=PAD_VALUE)
     return tf.ensure_shape(out, [image_size, image_size, 3]), scale_xy, pad_xy
+
+
+def unletterbox(boxes: Any, scale: Any, pad_xy: Any, orig_hw: Any = None) -> tf.Tensor:
+    """Maps xyxy boxes of the letterboxed frame back to the original image: the inverse
+    of `letterbox` (the one implementation, for evaluation, predict, export and verify).
+
+    Args:
+        boxes: `[..., 4]` xyxy in model-frame pixels.
+        scale: the letterbox scale, a scalar or `[2]` (x, y) (`scale_xy`).
+        pad_xy: `[2]` left and top padding.
+        orig_hw: `[2]` original (height, width); boxes are clipped to it when given.
+
+    Returns:
+        float32 `[..., 4]` xyxy in original-image pixels.
+    """
+    scale = tf.reshape(tf.cast(scale, tf.float32), [-1])
+    pad = tf.reshape(tf.cast(pad_xy, tf.float32), [2])
+    scale4 = tf.tile(tf.broadcast_to(scale, [2]), [2])
+    mapped = (tf.cast(boxes, tf.float32) - tf.tile(pad, [2])) / scale4
+    if orig_hw is None:
+        return mapped
+    size_wh = tf.cast(tf.reverse(tf.reshape(orig_hw, [2]), [0]), tf.float32)
+    return tf.clip_by_value(mapped, 0.0, tf.tile(size_wh, [2]))
 
 
 def transform_boxes(boxes: tf.Tensor, scale_xy: tf.Tensor, pad_xy: tf.Tensor) -> tf.Tensor:

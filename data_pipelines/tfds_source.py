@@ -89,8 +89,8 @@ class TfdsSource:
                 "classes": tf.ensure_shape(classes, [max_boxes])}
 
     def dataset(self, image_size: int, max_boxes: int, *, shuffle: bool = False, seed: int = 0,
-                repeat: bool = False, on_corrupt: str = "fail", with_meta: bool = False,
-                mode: str = "letterbox") -> tf.data.Dataset:
+                repeat: bool = False, on_corrupt: str = "fail",
+                with_meta: bool = False) -> tf.data.Dataset:
         """Unbatched examples with the keys of `CocoSource.dataset`.
 
         Args:
@@ -101,16 +101,11 @@ class TfdsSource:
             repeat: repeat forever.
             on_corrupt: "skip" drops examples whose image fails to decode; "fail" raises.
             with_meta: add `image_id`, `scale`, `pad`, `orig_size`.
-            mode: "letterbox" or "resize".
 
         Returns:
             A `tf.data.Dataset` of dicts of tensors.
 
-        Raises:
-            ValueError: `with_meta` with `mode="resize"`.
         """
-        if with_meta and mode != "letterbox":
-            raise ValueError("with_meta needs mode='letterbox' (one scale for both axes)")
         ds = self.builder.as_dataset(split=self.split, shuffle_files=False)
         ds = ds.enumerate()
         if shuffle:
@@ -131,7 +126,7 @@ class TfdsSource:
                               tf.maximum(bbox[:, 1::-1], bbox[:, 3:1:-1])], axis=1)
             objects = self._pad_objects(tf.clip_by_value(xyxy, 0.0, 1.0) * size, label,
                                         max_boxes)
-            image, scale_xy, pad_xy = letterbox(image, orig_hw, image_size, mode)
+            image, scale_xy, pad_xy = letterbox(image, orig_hw, image_size)
             out = {"images": image,
                    "boxes": transform_boxes(objects["boxes"], scale_xy, pad_xy),
                    "classes": objects["classes"], "dataset_id": dataset_id}

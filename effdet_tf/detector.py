@@ -1,6 +1,5 @@
 """The N-head EfficientDet-D0 detector: backbone -> BiFPN -> one head per dataset."""
 import copy
-import importlib
 import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
@@ -138,7 +137,6 @@ class MultiHeadDetector(keras.Model):  # pylint: disable=abstract-method  # Kera
         super().__init__(inputs=images, outputs=outputs, **kwargs)
 
         self.backbone = backbone
-        self.anchors = anchor_lib.generate_anchors(image_size)
         self.image_size = image_size
         self.fpn_channels = fpn_channels
         self.fpn_cells = fpn_cells
@@ -272,18 +270,6 @@ class MultiHeadDetector(keras.Model):  # pylint: disable=abstract-method  # Kera
             count = self.cross_replica_sum(count)
         return ops.cast(count > 0, "float32")
 
-    def decode(self, y_pred: dict) -> dict:
-        """Decodes every head's raw outputs.
-
-        Args:
-            y_pred: the model outputs.
-
-        Returns:
-            `{head: {"boxes": [B, A, 4] xyxy pixels clipped to the image,
-            "scores": [B, A, C] sigmoid}}`.
-        """
-        return {s.name: h.decode(y_pred[s.name]) for s, h in zip(self._specs, self._heads)}
-
     def get_config(self) -> dict:
         """Returns a config that `from_config` turns back into this model.
 
@@ -324,24 +310,12 @@ class MultiHeadDetector(keras.Model):  # pylint: disable=abstract-method  # Kera
 
 
 def _load_backbone_weights(backbone: keras.Model, path: str) -> None:
-    """Loads backbone weights with the Darknet loader if present, else Keras."""
+    """Loads backbone weights: Darknet `.weights` or a Keras `.weights.h5`."""
+    from effdet_tf.darknet import load_backbone_weights  # pylint: disable=import-outside-toplevel  # Darknet code only when asked
+
     if not os.path.exists(path):
         raise ConfigError(f"backbone_weights file {path} does not exist")
-    loader = None
-    for module_name in ("effdet_tf.darknet", "effdet_tf.darknet.loader"):
-        try:
-            loader = getattr(importlib.import_module(module_name), "load_backbone_weights", None)
-        except ImportError:
-            loader = None
-        if loader is not None:
-            break
-    if loader is not None:
-        loader(backbone, path)
-    elif path.endswith(".weights.h5"):
-        backbone.load_weights(path)
-    else:
-        raise ConfigError(f"backbone_weights {path}: expected a .weights.h5 file "
-                          "(no Darknet loader is available)")
+    load_backbone_weights(backbone, path)
 
 
 def build_detector(*, heads: HeadsArg, image_size: int = 512,
@@ -358,8 +332,8 @@ def build_detector(*, heads: HeadsArg, image_size: int = 512,
         backbone: `"cspdarknet53"` or a Keras model giving `[C3, C4, C5]` at strides
             8/16/32 from `0..1` input.
         freeze_backbone: make the backbone non-trainable (BN in inference mode).
-        backbone_weights: weights file for the backbone (Darknet loader when available,
-            else a Keras `.weights.h5`).
+        backbone_weights: weights file for the backbone (Darknet `.weights` or a Keras
+            `.weights.h5`).
         fpn_channels: BiFPN width (64 in D0).
         fpn_cells: BiFPN cells (3 in D0).
         head_layers: intermediate layers per class / box net (3 in D0).
@@ -374,7 +348,7 @@ def build_detector(*, heads: HeadsArg, image_size: int = 512,
 
     Example:
         >>> model = build_detector(heads={"fruits": 3, "household": 3}, image_size=512)
-        >>> model.anchors.shape
+        >>> model.task_heads["fruits"].anchors.shape
         (49104, 4)
     """
     anchor_lib.check_image_size(image_size)

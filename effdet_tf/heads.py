@@ -2,7 +2,7 @@
 
 A head is a Keras layer that maps the pyramid `[P3, ..., P7]` to a dict of float32
 tensors, and knows its own loss and decoding. The detector core only ever calls
-`head(features)`, `head.compute_loss(...)`, `head.decode(...)` and reads
+`head(features)`, `head.compute_loss(...)`, `head.postprocess(...)` and reads
 `head.loss_components`, so new kinds plug in without touching it:
 
 * a classification head (one label per image) would global-average-pool the pyramid
@@ -116,8 +116,8 @@ class TaskHead(keras.layers.Layer):  # pylint: disable=abstract-method  # add_me
         """
         raise NotImplementedError
 
-    def decode(self, y_pred: dict) -> dict:
-        """Turns raw outputs into user-facing predictions.
+    def postprocess(self, y_pred: dict) -> dict:
+        """Turns raw outputs into user-facing predictions (keras.ops, any backend).
 
         Args:
             y_pred: this head's outputs.
@@ -270,8 +270,9 @@ class DetectionHead(TaskHead):  # pylint: disable=abstract-method  # add_metric 
             box_loss = weight * ops.sum(ciou * positive) / normalizer
         return {"cls_loss": cls_loss, "box_loss": box_loss}
 
-    def decode(self, y_pred: dict) -> dict:
-        """Decodes to pixel boxes clipped to the image and sigmoid scores.
+    def postprocess(self, y_pred: dict) -> dict:
+        """Decodes to pixel boxes clipped to the image and sigmoid scores (before NMS,
+        which is TensorFlow-only: `effdet_tf.nms_tf.detect_head`).
 
         Args:
             y_pred: `{"class_logits", "box_deltas"}` of this head.

@@ -1,5 +1,8 @@
 """Exportable NMS (TensorFlow): raw detector outputs -> final detections per head.
 
+Decoding is the head's own (`DetectionHead.postprocess`, keras.ops); only the NMS is
+TensorFlow here.
+
 Uses `tf.image.combined_non_max_suppression` with one box per anchor shared by all
 classes (`[B, A, 1, 4]`, q = 1), the form that converts to ONNX.
 """
@@ -8,37 +11,10 @@ from typing import Any, Dict, Mapping
 import numpy as np
 import tensorflow as tf
 
-from effdet_tf.box_coder import MAX_SIZE_DELTA
-
 DEFAULT_SCORE_THRESHOLD = 0.05
 DEFAULT_IOU_THRESHOLD = 0.5
 DEFAULT_MAX_DETECTIONS = 100
 TensorLike = Any  # a backend tensor, numpy array or KerasTensor
-
-
-def decode_tf(class_logits: tf.Tensor, box_deltas: tf.Tensor, anchors: TensorLike,
-              image_size: int) -> Dict[str, tf.Tensor]:
-    """Decodes one head's raw outputs with TensorFlow ops (same maths as `box_coder`).
-
-    Args:
-        class_logits: `[B, A, C]`.
-        box_deltas: `[B, A, 4]` `tx, ty, tw, th`.
-        anchors: `[A, 4]` xyxy pixels.
-        image_size: boxes are clipped to `[0, image_size]`.
-
-    Returns:
-        `{"boxes": [B, A, 4] xyxy, "scores": [B, A, C] sigmoid}`.
-    """
-
-    anchors = tf.convert_to_tensor(anchors, tf.float32)
-    size = anchors[:, 2:] - anchors[:, :2]
-    centre = anchors[:, :2] + 0.5 * size
-    deltas = tf.cast(box_deltas, tf.float32)
-    new_centre = deltas[..., :2] * size + centre
-    new_half = 0.5 * tf.exp(tf.minimum(deltas[..., 2:], MAX_SIZE_DELTA)) * size
-    boxes = tf.concat([new_centre - new_half, new_centre + new_half], axis=-1)
-    return {"boxes": tf.clip_by_value(boxes, 0.0, float(image_size)),
-            "scores": tf.sigmoid(tf.cast(class_logits, tf.float32))}
 
 
 def nms(boxes: tf.Tensor, scores: tf.Tensor, *,
@@ -76,40 +52,60 @@ def nms(boxes: tf.Tensor, scores: tf.Tensor, *,
             "num_detections": tf.cast(result.valid_detections, tf.int32)}
 
 
-def postprocess(outputs: Mapping[str, Mapping], anchors: np.ndarray, image_size: int, *,
+def detect_head(head: Any, raw: Mapping[str, TensorLike], *,
                 score_threshold: float = DEFAULT_SCORE_THRESHOLD,
                 iou_threshold: float = DEFAULT_IOU_THRESHOLD,
-                max_detections: int = DEFAULT_MAX_DETECTIONS) -> Dict[str, Dict[str, tf.Tensor]]:
-    """Raw model outputs -> detections of every head (pure TF, wrap it in a tf.function).
+                max_detections: int = DEFAULT_MAX_DETECTIONS) -> Dict[str, tf.Tensor]:
+    """One detection head's raw outputs -> its detections: `head.postprocess`, then NMS.
 
     Args:
-        outputs: `{head: {"class_logits": [B, A, C], "box_deltas": [B, A, 4]}}`.
-        anchors: `[A, 4]` xyxy pixels (`model.anchors`).
-        image_size: side of the model input.
+        head: a `DetectionHead` (its `postprocess` decodes boxes and scores, keras.ops).
+        raw: `{"class_logits": [B, A, C], "box_deltas": [B, A, 4]}`.
         score_threshold: see `nms`.
         iou_threshold: see `nms`.
         max_detections: see `nms`.
 
     Returns:
-        `{head: {"boxes", "scores", "classes", "num_detections"}}` as `nms`.
+        As `nms`.
+    """
+    decoded = head.postprocess(raw)
+    return nms(*(v if tf.is_tensor(v) else tf.convert_to_tensor(np.asarray(v))
+                 for v in (decoded["boxes"], decoded["scores"])),
+               score_threshold=score_threshold, iou_threshold=iou_threshold,
+               max_detections=max_detections)
+
+
+def postprocess(model: Any, outputs: Mapping[str, Mapping], *,
+                score_threshold: float = DEFAULT_SCORE_THRESHOLD,
+                iou_threshold: float = DEFAULT_IOU_THRESHOLD,
+                max_detections: int = DEFAULT_MAX_DETECTIONS) -> Dict[str, Dict[str, tf.Tensor]]:
+    """Raw model outputs -> detections of every detection head (wrap it in a tf.function).
+
+    Args:
+        model: the `MultiHeadDetector` whose outputs these are.
+        outputs: `{head: {"class_logits": [B, A, C], "box_deltas": [B, A, 4]}}`.
+        score_threshold: see `nms`.
+        iou_threshold: see `nms`.
+        max_detections: see `nms`.
+
+    Returns:
+        `{head: {"boxes", "scores", "classes", "num_detections"}}` as `nms`, for the
+        heads of kind "detection".
 
     Example:
-        >>> fn = tf.function(lambda x: postprocess(model(x), model.anchors, 512))
+        >>> fn = tf.function(lambda x: postprocess(model, model(x)))
     """
-    detections = {}
-    for head, raw in outputs.items():
-        decoded = decode_tf(tf.convert_to_tensor(raw["class_logits"]),
-                            tf.convert_to_tensor(raw["box_deltas"]), anchors, image_size)
-        detections[head] = nms(decoded["boxes"], decoded["scores"],
-                               score_threshold=score_threshold, iou_threshold=iou_threshold,
-                               max_detections=max_detections)
-    return detections
+    heads = model.task_heads
+    return {spec.name: detect_head(heads[spec.name], outputs[spec.name],
+                                   score_threshold=score_threshold,
+                                   iou_threshold=iou_threshold, max_detections=max_detections)
+            for spec in model.head_specs if spec.kind == "detection"}
 
 
 def detect(model: Any, images: TensorLike, *, score_threshold: float = DEFAULT_SCORE_THRESHOLD,
            iou_threshold: float = DEFAULT_IOU_THRESHOLD,
            max_detections: int = DEFAULT_MAX_DETECTIONS) -> Dict[str, Dict[str, tf.Tensor]]:
-    """Runs a `MultiHeadDetector` in inference mode and applies NMS per head.
+    """Runs a `MultiHeadDetector` in inference mode and applies NMS per detection head.
 
     Args:
         model: the detector.
@@ -125,8 +121,5 @@ def detect(model: Any, images: TensorLike, *, score_threshold: float = DEFAULT_S
     Example:
         >>> detect(model, images)["fruits"]["num_detections"]
     """
-    raw = model(images, training=False)
-    raw = {head: {k: np.asarray(v) if not tf.is_tensor(v) else v for k, v in out.items()}
-           for head, out in raw.items()}
-    return postprocess(raw, model.anchors, model.image_size, score_threshold=score_threshold,
+    return postprocess(model, model(images, training=False), score_threshold=score_threshold,
                        iou_threshold=iou_threshold, max_detections=max_detections)

@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import tensorflow as tf
 
-from data_pipelines.decode import PAD_VALUE, letterbox_geometry
+from data_pipelines.decode import PAD_VALUE, letterbox_geometry, unletterbox
 from effdet_tf import nms_tf
 from effdet_tf.errors import ConfigError, ExportError
 
@@ -62,10 +62,7 @@ def to_input_pixels(boxes: tf.Tensor, num_detections: tf.Tensor, scale: tf.Tenso
     Returns:
         `(boxes, valid)`: float32 `[B, K, 4]` in input pixels, bool `[B, K]`.
     """
-    pad4 = tf.tile(pad_xy, [2])
-    size = tf.cast(tf.reverse(orig_hw, [0]), tf.float32)
-    limit4 = tf.tile(size, [2])
-    mapped = tf.clip_by_value((boxes - pad4) / scale, 0.0, limit4)
+    mapped = unletterbox(boxes, scale, pad_xy, orig_hw)
     rank = tf.range(tf.shape(boxes)[1], dtype=tf.int32)
     valid = rank[None, :] < num_detections[:, None]
     return tf.where(valid[..., None], mapped, -tf.ones_like(mapped)), valid
@@ -75,7 +72,7 @@ class DetectionGraph:
     """Holds a detector and its post-processing settings; builds the exported functions.
 
     Args:
-        model: a `MultiHeadDetector` (any object with `head_names`, `anchors`,
+        model: a `MultiHeadDetector` (any object with `head_names`, `head_specs`, `task_heads`,
             `image_size` and a call returning `{head: {"class_logits", "box_deltas"}}`).
         class_names: `{head: [name, ...]}` in the model's class order.
         score_threshold: NMS score threshold.
@@ -153,7 +150,7 @@ class DetectionGraph:
         frames, scale, pad_xy = letterbox_batch(images, self.image_size)
         raw = self._raw_outputs(frames)
         detections = nms_tf.postprocess(
-            raw, self.model.anchors, self.image_size, score_threshold=self.score_threshold,
+            self.model, raw, score_threshold=self.score_threshold,
             iou_threshold=self.iou_threshold, max_detections=self.max_detections)
         result = {}
         for head in self.head_names:

@@ -20,7 +20,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
-from data_pipelines.decode import letterbox
+from data_pipelines.decode import letterbox, unletterbox
 from effdet_tf import nms_tf
 from effdet_tf.cli import make_parser, run_cli
 from effdet_tf.errors import ExportError
@@ -215,14 +215,12 @@ class Backends:
                               score_threshold=graph.score_threshold,
                               iou_threshold=graph.iou_threshold,
                               max_detections=graph.max_detections)
-        pad4 = np.tile(pad_xy.numpy(), 2)
-        limit = np.array([image.shape[1], image.shape[0]] * 2, np.float32)
         result = {}
         for head in graph.head_names:
             count = int(found[head]["num_detections"][0])
-            boxes = (found[head]["boxes"][0, :count].numpy() - pad4) / scale_xy.numpy()[0]
-            result[head] = (np.clip(boxes, 0.0, limit),
-                            found[head]["classes"][0, :count].numpy())
+            boxes = unletterbox(found[head]["boxes"][0, :count], scale_xy, pad_xy,
+                                image.shape[:2]).numpy()
+            result[head] = (boxes, found[head]["classes"][0, :count].numpy())
         return result
 
 

@@ -4,11 +4,12 @@ import pathlib
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from PIL import Image
 
 from tests.conftest import require_shared
 from data_pipelines.coco import CocoSource
-from data_pipelines.decode import PAD_VALUE
+from data_pipelines.decode import PAD_VALUE, letterbox_geometry, transform_boxes, unletterbox
 from effdet_tf.errors import DataError
 
 CATS = [{"id": 7, "name": "seven"}, {"id": 3, "name": "three"}, {"id": 10, "name": "ten"}]
@@ -69,6 +70,18 @@ def test_class_names_of_a_head_reorder_categories_by_name(tmp_path):
         CocoSource("toy", str(ann), str(tmp_path / "images"), class_names=["ten", "three"])
 
 
+@pytest.mark.parametrize("orig_hw", [(100, 200), (300, 120), (64, 64)])
+def test_unletterbox_inverts_the_letterbox(orig_hw):
+    """Original boxes -> model frame (as the pipeline maps them) -> back: the same boxes."""
+    boxes = np.array([[10, 5, 60, 40], [0, 0, orig_hw[1], orig_hw[0]]], np.float32)
+    scale_xy, _, pad_xy = letterbox_geometry(tf.constant(orig_hw), 64)
+    framed = transform_boxes(tf.constant(boxes), scale_xy, pad_xy)
+    back = unletterbox(framed, scale_xy, pad_xy, orig_hw).numpy()
+    np.testing.assert_allclose(back, boxes, atol=1e-3)
+    wide = unletterbox(tf.constant([[-5.0, -5.0, 70.0, 70.0]]), scale_xy[0], pad_xy, orig_hw)
+    np.testing.assert_allclose(wide.numpy()[0], [0, 0, orig_hw[1], orig_hw[0]], atol=1e-3)
+
+
 def first(ds):
     """The first element of a dataset as numpy."""
     return {k: v.numpy() for k, v in next(iter(ds)).items()}
@@ -99,17 +112,6 @@ def test_class_mapping_crowd_and_letterbox(tmp_path):
     assert (ex["boxes"][2:] == -1).all()
     assert (ex["images"][:16] == PAD_VALUE).all() and (ex["images"][48:] == PAD_VALUE).all()
     assert abs(int(ex["images"][32, 32, 0]) - 200) < 10
-
-
-def test_resize_mode_stretches(tmp_path):
-    """`mode='resize'` stretches to the square with per-axis scales and no padding."""
-    write_image(tmp_path / "images" / "a.jpg", 200, 100)
-    ann = write_coco(tmp_path, [{"id": 1, "file_name": "a.jpg", "width": 200, "height": 100}],
-                     [{"id": 1, "image_id": 1, "category_id": 3, "bbox": [100, 50, 100, 50]}])
-    src = CocoSource("toy", str(ann), str(tmp_path / "images"))
-    ex = first(src.dataset(64, 2, mode="resize"))
-    np.testing.assert_allclose(ex["boxes"][0], [32, 32, 64, 64], atol=1e-4)
-    assert not (ex["images"] == PAD_VALUE).all(axis=-1).any()
 
 
 def test_max_boxes_keeps_largest_and_empty_image(tmp_path):

@@ -60,12 +60,13 @@ def test_outputs_and_attributes(model):
     assert all(v.dtype == "float32" for d in out.values() for v in d.values())
     assert model.head_names == ["a", "b"]
     assert model.num_classes == {"a": 3, "b": 2}
-    assert model.anchors.shape == (NUM_ANCHORS_128, 4)
+    assert all(h.anchors.shape == (NUM_ANCHORS_128, 4) for h in model.task_heads.values())
+    assert not hasattr(model, "anchors")  # anchors belong to the detection heads
     assert model.backbone.name == "tiny"
     out_u8 = model(images.astype(np.uint8))
     out_f = model(images.astype(np.uint8).astype(np.float32))
     np.testing.assert_allclose(out_u8["a"]["class_logits"], out_f["a"]["class_logits"])
-    decoded = model.decode(out)
+    decoded = {h: model.task_heads[h].postprocess(out[h]) for h in ("a", "b")}
     assert tuple(decoded["a"]["boxes"].shape) == (2, NUM_ANCHORS_128, 4)
     assert tuple(decoded["b"]["scores"].shape) == (2, NUM_ANCHORS_128, 2)
     boxes = decoded["a"]["boxes"].numpy()
@@ -251,7 +252,7 @@ def test_cspdarknet53_backbone():
     pytest.importorskip("effdet_tf.backbones.cspdarknet53")
     model = effdet_tf.build_detector(heads={"a": 3, "b": 2}, image_size=512)
     assert tuple(model.outputs[0].shape) in ((None, 49104, 3), (None, 49104, 4))
-    assert model.anchors.shape == (49104, 4)
+    assert model.task_heads["a"].anchors.shape == (49104, 4)
     assert model.backbone.count_params() == 26_652_512
     small = effdet_tf.build_detector(heads={"a": 3}, image_size=SIZE, freeze_backbone=True)
     out = small(np.zeros((1, SIZE, SIZE, 3), np.uint8))
@@ -276,7 +277,7 @@ JAX_SCRIPT = textwrap.dedent("""
     model.compile(optimizer=keras.optimizers.SGD(0.01))
     history = model.fit(images, y, batch_size=1, epochs=1, verbose=0)
     out = model(images)
-    decoded = model.decode(out)
+    decoded = {"a": model.task_heads["a"].postprocess(out["a"])}
     print("RESULT" + json.dumps({
         "shape": list(out["a"]["class_logits"].shape),
         "dtype": str(out["b"]["box_deltas"].dtype),

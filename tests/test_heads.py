@@ -56,7 +56,7 @@ def test_bad_box_loss():
 def test_decode_identity_deltas():
     head = DetectionHead(num_classes=2, image_size=128, name="h")
     num = head.anchors.shape[0]
-    decoded = head.decode({"class_logits": np.zeros((1, num, 2), np.float32),
+    decoded = head.postprocess({"class_logits": np.zeros((1, num, 2), np.float32),
                            "box_deltas": np.zeros((1, num, 4), np.float32)})
     boxes = keras.ops.convert_to_numpy(decoded["boxes"])[0]
     np.testing.assert_allclose(boxes, np.clip(head.anchors, 0, 128), atol=1e-4)

@@ -5,8 +5,7 @@ import tensorflow as tf
 
 import effdet_tf
 from effdet_tf import nms_tf
-from effdet_tf.box_coder import encode_boxes
-from effdet_tf.postprocess import decode_predictions
+from effdet_tf.heads import DetectionHead
 
 
 def test_nms_hand_made_boxes():
@@ -27,23 +26,22 @@ def test_nms_hand_made_boxes():
     assert int(loose["num_detections"][0]) == 4
 
 
-def test_postprocess_matches_keras_decode():
-    """TF decoding equals the keras.ops decoding; postprocess works in a tf.function."""
-    anchors = np.array([[0, 0, 16, 16], [32, 32, 64, 64], [8, 8, 24, 40]], np.float32)
-    target = np.array([[2, 3, 18, 20], [30, 30, 70, 60], [0, 10, 20, 30]], np.float32)
-    deltas = keras.ops.convert_to_numpy(encode_boxes(target, anchors))[None]
-    logits = np.array([[[3.0], [2.0], [-5.0]]], np.float32)
-    decoded = decode_predictions(logits, deltas, anchors, 64)
-    tf_decoded = nms_tf.decode_tf(logits, deltas, anchors, 64)
-    np.testing.assert_allclose(tf_decoded["boxes"], decoded["boxes"], rtol=1e-5, atol=1e-4)
-    np.testing.assert_allclose(tf_decoded["boxes"][0, 1], [30, 30, 64, 60], atol=1e-4)
-    out = nms_tf.postprocess({"h": {"class_logits": logits, "box_deltas": deltas}}, anchors, 64,
+def test_detect_head_decodes_with_the_head_then_suppresses():
+    """A detection head's own decoding feeds the NMS, eagerly and in a tf.function."""
+    head = DetectionHead(num_classes=1, image_size=128, name="h")
+    anchors = head.anchors
+    picked = [100, 2000]  # two anchors far apart; their boxes are the predictions
+    logits = np.full((1, len(anchors), 1), -10.0, np.float32)
+    logits[0, picked, 0] = [3.0, 2.0]
+    deltas = np.zeros((1, len(anchors), 4), np.float32)
+    out = nms_tf.detect_head(head, {"class_logits": logits, "box_deltas": deltas},
                              max_detections=4)
-    assert int(out["h"]["num_detections"][0]) == 2
-    np.testing.assert_allclose(out["h"]["boxes"][0, 0], target[0], atol=1e-4)
-    fn = tf.function(lambda l, d: nms_tf.postprocess({"h": {"class_logits": l,
-                                                              "box_deltas": d}}, anchors, 64))
-    assert int(fn(logits, deltas)["h"]["num_detections"][0]) == 2
+    assert int(out["num_detections"][0]) == 2
+    np.testing.assert_allclose(out["boxes"][0, :2], np.clip(anchors[picked], 0, 128), atol=1e-4)
+    np.testing.assert_allclose(out["scores"][0, :2], 1 / (1 + np.exp([-3.0, -2.0])), rtol=1e-5)
+    traced = tf.function(lambda l, d: nms_tf.detect_head(
+        head, {"class_logits": l, "box_deltas": d}, max_detections=4))
+    assert int(traced(logits, deltas)["num_detections"][0]) == 2
 
 
 def test_detect_on_model():

@@ -10,6 +10,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from tqdm import tqdm
 
+from data_pipelines.decode import unletterbox
 from effdet_tf.cli import make_parser, run_cli
 from effdet_tf.config import ExperimentConfig, check_dataset_paths
 from train.coco_eval import evaluate_detections
@@ -31,9 +32,7 @@ def to_original_xywh(boxes: np.ndarray, scale: float, pad: np.ndarray,
     Returns:
         `[K, 4]` boxes `[x, y, w, h]` clipped to the original image.
     """
-    xyxy = (boxes - np.array([pad[0], pad[1], pad[0], pad[1]])) / scale
-    height, width = float(orig_size[0]), float(orig_size[1])
-    xyxy = np.clip(xyxy, 0.0, [width, height, width, height])
+    xyxy = unletterbox(boxes, scale, pad, orig_size).numpy()
     return np.concatenate([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]], axis=1)
 
 

@@ -77,7 +77,7 @@ def detect_image(detector: Any, image: np.ndarray, image_size: int,
     # pylint: disable=import-outside-toplevel  # TensorFlow only when predicting
     import tensorflow as tf
 
-    from data_pipelines.decode import letterbox
+    from data_pipelines.decode import letterbox, unletterbox
     from effdet_tf import nms_tf
 
     height, width = image.shape[:2]
@@ -85,13 +85,11 @@ def detect_image(detector: Any, image: np.ndarray, image_size: int,
                                          image_size)
     out = nms_tf.detect(detector, framed[None], score_threshold=score_threshold,
                         iou_threshold=iou_threshold, max_detections=max_detections)
-    scale4 = np.tile(np.asarray(scale_xy), 2)
-    pad4 = np.tile(np.asarray(pad_xy), 2)
     found = []
     for head, result in out.items():
         count = int(np.asarray(result["num_detections"])[0])
-        boxes = (np.asarray(result["boxes"])[0, :count] - pad4) / scale4
-        boxes = np.clip(boxes, 0, [width, height, width, height])
+        boxes = unletterbox(np.asarray(result["boxes"])[0, :count], scale_xy, pad_xy,
+                            [height, width]).numpy()
         for box, score, cls in zip(boxes, np.asarray(result["scores"])[0, :count],
                                    np.asarray(result["classes"])[0, :count]):
             found.append({"head": head, "class": classes[head]["names"][int(cls)],
