@@ -52,7 +52,37 @@ FIELDS: Dict[str, Field] = {
                      "1 where the example's labels train the head (its dataset's routes)"),
 }
 
-# Keys the augmentation transforms (others pass through it unchanged).
+# Image-level targets, one key per head: `labels/<head>` float32 [B, C] (one-hot or
+# multi-hot; all 0 where the example has none) and `label_mask/<head>` float32 [B, C]
+# (1 where the label is known). The augmentation mixes them with the images
+# (`data_pipelines.augment.labels`).
+LABELS_PREFIX = "labels/"
+LABEL_MASK_PREFIX = "label_mask/"
+PATTERN_FIELDS: Dict[str, Field] = {
+    LABELS_PREFIX + "<head>": Field("float32", ("B", "C"), 0.0,
+                                    "image-level targets of a head, one-hot or multi-hot"),
+    LABEL_MASK_PREFIX + "<head>": Field("float32", ("B", "C"), 0.0,
+                                        "1 where the image-level label is known"),
+}
+
+
+def is_image_label_key(key: str) -> bool:
+    """Whether a batch key holds image-level labels or their mask."""
+    return key.startswith(LABELS_PREFIX) or key.startswith(LABEL_MASK_PREFIX)
+
+
+def labels_key(head: str) -> str:
+    """The batch key of a head's image-level labels."""
+    return LABELS_PREFIX + head
+
+
+def label_mask_key(head: str) -> str:
+    """The batch key of the mask of a head's image-level labels."""
+    return LABEL_MASK_PREFIX + head
+
+
+# Keys the augmentation transforms (others pass through it unchanged), besides the
+# image-level label keys.
 AUGMENTED_KEYS = (IMAGES, BOXES, CLASSES, DATASET_ID)
 # Keys every training example carries (what a source yields, before routing).
 EXAMPLE_KEYS = (IMAGES, BOXES, CLASSES, DATASET_ID)
@@ -67,9 +97,11 @@ def split_batch(batch: Mapping[str, Any]) -> Tuple[Any, Dict[str, Any]]:
 
     Args:
         batch: raw batch (`images` and the target keys; `head_mask` may be absent, see
-            `effdet_tf.detector.MultiHeadDetector.compute_loss`).
+            `effdet_tf.detector.MultiHeadDetector.compute_loss`; image-level label keys
+            are targets too).
 
     Returns:
         `(images, targets)`.
     """
-    return batch[IMAGES], {k: batch[k] for k in TARGET_KEYS if k in batch}
+    return batch[IMAGES], {k: v for k, v in batch.items()
+                           if k in TARGET_KEYS or is_image_label_key(k)}

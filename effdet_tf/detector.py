@@ -135,6 +135,7 @@ class MultiHeadDetector(keras.Model):  # pylint: disable=abstract-method  # Kera
                             for spec in specs]
         outputs = {spec.name: head(pyramid) for spec, head in zip(specs, head_layers_list)}
         super().__init__(inputs=images, outputs=outputs, **kwargs)
+        self._pyramid = list(pyramid)
 
         self.backbone = backbone
         self.image_size = image_size
@@ -159,6 +160,16 @@ class MultiHeadDetector(keras.Model):  # pylint: disable=abstract-method  # Kera
                 metric = keras.metrics.Mean(name=metric_name)
                 setattr(self, metric_name, metric)
                 self._head_metrics[metric_name] = metric
+
+    @property
+    def feature_pyramid(self) -> keras.Model:
+        """The shared trunk as its own model: images `[B, S, S, 3]` (0..255) -> `[P3..P7]`.
+
+        The counterpart of keras-hub's `Backbone`: backbone and BiFPN, the layers (and
+        weights) of this detector, without the heads. Use it to extract features or to
+        put other heads on them.
+        """
+        return keras.Model(self.inputs, self._pyramid, name="feature_pyramid")
 
     @property
     def head_names(self) -> List[str]:

@@ -73,6 +73,18 @@ def test_outputs_and_attributes(model):
     assert boxes.min() >= 0 and boxes.max() <= SIZE
 
 
+def test_feature_pyramid_shares_the_detector_weights(model):
+    """The trunk model gives P3..P7 and holds the detector's own variables."""
+    trunk = model.feature_pyramid
+    images, _ = _batch()
+    levels = trunk(images)
+    assert [tuple(p.shape[1:3]) for p in levels] == [(SIZE // 2 ** l,) * 2 for l in range(3, 8)]
+    head_ids = {id(v) for h in model.task_heads.values() for v in h.weights}
+    trunk_ids = {id(v) for v in trunk.weights}
+    assert trunk_ids and trunk_ids <= {id(v) for v in model.weights}
+    assert not trunk_ids & head_ids
+
+
 def test_metrics_listed_and_reset(model):
     """Per-head loss metrics are in model.metrics, sum up, and reset."""
     images, y = _batch()

@@ -58,7 +58,7 @@ def predict_head(detector: Any, cfg: ExperimentConfig, dataset_id: int, split: s
     detections: List[Dict[str, Any]] = []
     name = cfg.data.datasets[dataset_id].name
     with tqdm(total=len(source.image_ids), desc=f"eval {head} on {name}/{split}", unit="img",
-              leave=False) as progress:
+              leave=False, disable=None) as progress:  # None: no bar in a log file
         for batch in dataset:
             out = nms_tf.detect(detector, batch["images"],
                                 score_threshold=cfg.eval.score_threshold,

@@ -56,7 +56,7 @@ def recalibrate_batchnorm(model: keras.Model, images: Iterable, *, steps: int,
         images: iterable of image batches (model input); an iterator is read on from
             where it stands, so one infinite iterator can serve many calls.
         steps: batches to average.
-        progress: show a progress bar.
+        progress: show a progress bar (in a terminal).
 
     Returns:
         Number of batches used (0 when there is no trainable BN layer or no batch; the
@@ -73,8 +73,9 @@ def recalibrate_batchnorm(model: keras.Model, images: Iterable, *, steps: int,
     try:
         for layer in layers:
             layer.momentum = 0.0  # moving statistics = this batch's statistics
+        # disable=None: tqdm's own rule, no bar when stderr is not a terminal (a log file).
         for batch in tqdm(images, total=steps, desc="precise BN", unit="batch", leave=False,
-                          disable=not progress):
+                          disable=None if progress else True):
             forward(batch)
             for layer, acc in zip(layers, sums):
                 acc[0] += layer.moving_mean.numpy()

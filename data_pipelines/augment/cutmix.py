@@ -9,6 +9,7 @@ keeps the union of their boxes, the example's first.
 import tensorflow as tf
 
 from data_pipelines.augment import boxes as box_ops
+from data_pipelines.augment import labels
 from data_pipelines.augment import rng
 from data_pipelines.augment.partners import same_dataset_partners
 
@@ -120,7 +121,8 @@ def random_cutmix(batch: dict, seed: tf.Tensor, prob: float = 0.3, *,
         min_box_size: least box width and height in pixels.
 
     Returns:
-        The augmented raw batch, same keys, shapes and dtypes.
+        The augmented raw batch, same keys, shapes and dtypes; image-level labels mixed
+        by area (the pasted rectangle's share of the frame goes to the partner's labels).
     """
     images, boxes, classes = batch["images"], batch["boxes"], batch["classes"]
     size, max_boxes = images.shape[1], boxes.shape[1]
@@ -147,7 +149,11 @@ def random_cutmix(batch: dict, seed: tf.Tensor, prob: float = 0.3, *,
         tf.concat([own_boxes, pasted_clipped], axis=1),
         tf.concat([classes, pasted_classes], axis=1),
         tf.concat([own_keep, pasted_keep], axis=1), max_boxes)
-    return {**batch, "images": images, "boxes": boxes, "classes": classes}
+    out = {**batch, "images": images, "boxes": boxes, "classes": classes}
+    pasted_share = box_ops.box_area(rect) / float(size * size)
+    out.update(labels.mix_labels(batch, tf.stack([tf.range(count, dtype=tf.int32), partner], 1),
+                                 labels.pair_weights(1.0 - pasted_share)))
+    return out
 
 
 def random_mixup(batch: dict, seed: tf.Tensor, prob: float = 0.0) -> dict:
@@ -159,7 +165,8 @@ def random_mixup(batch: dict, seed: tf.Tensor, prob: float = 0.0) -> dict:
         prob: chance per example.
 
     Returns:
-        The augmented raw batch; boxes are the union (the example's first, up to ``M``).
+        The augmented raw batch; boxes are the union (the example's first, up to ``M``),
+        image-level labels blended 50/50 like the pixels.
     """
     images, boxes, classes = batch["images"], batch["boxes"], batch["classes"]
     partner, apply = _partner(batch["dataset_id"], seed, prob)
@@ -180,4 +187,6 @@ def random_mixup(batch: dict, seed: tf.Tensor, prob: float = 0.0) -> dict:
         tf.concat([classes, other_classes], axis=1),
         tf.concat([box_ops.valid_boxes(boxes, classes), other_keep & apply[:, tf.newaxis]],
                   axis=1), boxes.shape[1])
-    return {**batch, "images": images, "boxes": boxes, "classes": classes}
+    out = {**batch, "images": images, "boxes": boxes, "classes": classes}
+    out.update(labels.mix_labels(batch, pair, labels.pair_weights(tf.where(apply, 0.5, 1.0))))
+    return out

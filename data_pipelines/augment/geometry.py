@@ -13,6 +13,7 @@ the whole step is a handful of element-wise ops and four gathers; it compiles un
 import tensorflow as tf
 
 from data_pipelines.augment import boxes as box_ops
+from data_pipelines.augment import labels
 from data_pipelines.augment import rng
 
 FILL_VALUE = 114.0
@@ -211,7 +212,8 @@ def place_tiles(batch: dict, sources: tf.Tensor, centre_x: tf.Tensor, centre_y: 
         min_box_size: least box width and height in pixels.
 
     Returns:
-        The batch with new ``images``, ``boxes`` and ``classes``.
+        The batch with new ``images``, ``boxes`` and ``classes``, and image-level labels
+        mixed by the area of each tile (``labels.mix_labels``).
     """
     size = batch["images"].shape[1]
     windows = tile_windows(centre_x, centre_y, size)
@@ -219,7 +221,11 @@ def place_tiles(batch: dict, sources: tf.Tensor, centre_x: tf.Tensor, centre_y: 
     images = resample_tiles(batch["images"], sources, transforms, centre_x, centre_y)
     boxes, classes = tile_boxes(batch["boxes"], batch["classes"], sources, transforms,
                                 windows, min_visible, min_box_size)
-    return {**batch, "images": images, "boxes": boxes, "classes": classes}
+    out = {**batch, "images": images, "boxes": boxes, "classes": classes}
+    # Image-level labels by area: each tile covers its whole window.
+    area = (windows[..., 2] - windows[..., 0]) * (windows[..., 3] - windows[..., 1])
+    out.update(labels.mix_labels(batch, sources, area / float(size * size)))
+    return out
 
 
 def _single_tile(batch: dict, seed: tf.Tensor, jitter: float, flip: float,

@@ -2,10 +2,15 @@
 import tensorflow as tf
 
 from data_pipelines.augment import boxes as box_ops
-from data_pipelines.augment import rng
+from data_pipelines.augment import labels, rng
 from data_pipelines.augment.color import random_hsv
 from data_pipelines.augment.cutmix import random_cutmix, random_mixup
 from data_pipelines.augment.mosaic import random_mosaic
+from effdet_tf import batch_schema as schema
+
+# The steps of the chain, each declared in `labels.LABEL_EFFECTS`.
+STEPS = ("mosaic", "jitter", "flip", "cutmix", "mixup", "hsv")
+labels.check_effects(STEPS)
 
 
 class YoloV4Augment:
@@ -103,7 +108,8 @@ class YoloV4Augment:
         if not self.jit_compile:
             return self.augment(batch, seed)
         # Only the augmented keys enter XLA (others, e.g. strings, may not compile).
-        core = {key: batch[key] for key in ("images", "boxes", "classes", "dataset_id")}
+        core = {key: batch[key]
+                for key in schema.AUGMENTED_KEYS + tuple(labels.label_keys(batch))}
         return {**batch, **self._compiled(core, seed)}
 
     def augment(self, batch: dict, seed: tf.Tensor) -> dict:
@@ -112,7 +118,9 @@ class YoloV4Augment:
         Args:
             batch: ``images`` uint8 ``[B, S, S, 3]``, ``boxes`` float32 ``[B, M, 4]`` xyxy
                 pixels (-1 padded), ``classes`` int32 ``[B, M]``, ``dataset_id`` int32
-                ``[B]``; other keys pass through.
+                ``[B]``; image-level labels (``labels/<head>``, ``label_mask/<head>``)
+                follow the images (``data_pipelines.augment.labels``); other keys pass
+                through.
             seed: int32 ``[2]`` stateless seed.
 
         Returns:
@@ -137,6 +145,6 @@ class YoloV4Augment:
         if self.hue > 0.0 or self.saturation != 1.0 or self.exposure != 1.0:
             out["images"] = random_hsv(out["images"], seeds[3], self.hue, self.saturation,
                                        self.exposure)
-        for key in keys:
-            out[key] = tf.ensure_shape(out[key], batch[key].shape)
+        for key in keys + tuple(labels.label_keys(batch)):
+            out[key] = tf.ensure_shape(tf.cast(out[key], batch[key].dtype), batch[key].shape)
         return out
