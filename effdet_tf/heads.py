@@ -20,6 +20,7 @@ import math
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import keras
+import numpy as np
 from keras import ops
 
 from effdet_tf import anchors as anchor_lib
@@ -113,6 +114,31 @@ class TaskHead(keras.layers.Layer):  # pylint: disable=abstract-method  # add_me
 
         Returns:
             `{component: scalar}` for every name in `loss_components`.
+        """
+        raise NotImplementedError
+
+    def example_targets(self, batch_size: int, seed: int = 0) -> Dict[str, Any]:
+        """A random valid batch of this head's targets (numpy), for shape checks and tests.
+
+        Args:
+            batch_size: examples.
+            seed: numpy seed.
+
+        Returns:
+            `{key: array}` for every key in `target_keys`.
+        """
+        raise NotImplementedError
+
+    def serving_outputs(self, y_pred: dict, context: Any) -> Dict[str, Any]:
+        """The outputs this head adds to the exported signature (TensorFlow graph).
+
+        Args:
+            y_pred: this head's raw outputs for the letterboxed frames.
+            context: the export's `export.graph.ServingContext`: post-processing settings,
+                class names, and `to_input_pixels(boxes)` for model-frame boxes.
+
+        Returns:
+            `{output name without the head prefix: tensor}`.
         """
         raise NotImplementedError
 
@@ -269,6 +295,44 @@ class DetectionHead(TaskHead):  # pylint: disable=abstract-method  # add_metric 
             ciou = losses.ciou_loss(context["anchor_match"]["matched_boxes"], pred_boxes)
             box_loss = weight * ops.sum(ciou * positive) / normalizer
         return {"cls_loss": cls_loss, "box_loss": box_loss}
+
+    def example_targets(self, batch_size: int, seed: int = 0) -> Dict[str, Any]:
+        """Random boxes (1-3 per image, 8-50% of the side) and classes.
+
+        Args:
+            batch_size: examples.
+            seed: numpy seed.
+
+        Returns:
+            `{"boxes": float32 [B, 4, 4], "classes": int32 [B, 4]}`, -1 padded.
+        """
+        rng = np.random.default_rng(seed)
+        size = float(self.image_size)
+        boxes = np.full((batch_size, 4, 4), -1.0, np.float32)
+        classes = np.full((batch_size, 4), -1, np.int32)
+        for i in range(batch_size):
+            for j in range(int(rng.integers(1, 4))):
+                wh = rng.uniform(0.08, 0.5, 2) * size
+                xy = rng.uniform(0.0, 1.0, 2) * (size - wh)
+                boxes[i, j] = [*xy, *(xy + wh)]
+                classes[i, j] = rng.integers(0, self.num_classes)
+        return {schema.BOXES: boxes, schema.CLASSES: classes}
+
+    def serving_outputs(self, y_pred: dict, context: Any) -> Dict[str, Any]:
+        """NMS'd detections in input-image pixels (TensorFlow: `effdet_tf.nms_tf`).
+
+        Args:
+            y_pred: `{"class_logits", "box_deltas"}` of the letterboxed frames.
+            context: the export's `ServingContext`.
+
+        Returns:
+            `boxes` float32 `[B, K, 4]` xyxy (padding rows -1), `scores` float32 `[B, K]`
+            (padding 0), `classes` int32 `[B, K]` (padding -1), `num_detections` int32
+            `[B]`, and `class_names` string `[B, K]` (padding "") when the context asks.
+        """
+        from effdet_tf import nms_tf  # pylint: disable=import-outside-toplevel  # TF-only, export only
+
+        return nms_tf.serving_detections(self, y_pred, context)
 
     def postprocess(self, y_pred: dict) -> dict:
         """Decodes to pixel boxes clipped to the image and sigmoid scores (before NMS,

@@ -102,6 +102,36 @@ def postprocess(model: Any, outputs: Mapping[str, Mapping], *,
             for spec in model.head_specs if spec.kind == "detection"}
 
 
+def serving_detections(head: Any, raw: Mapping[str, TensorLike],
+                       context: Any) -> Dict[str, tf.Tensor]:
+    """A detection head's exported outputs: NMS, input-pixel boxes, padding marked.
+
+    Args:
+        head: the `DetectionHead`.
+        raw: its raw outputs for the letterboxed frames.
+        context: the export's `ServingContext` (thresholds, `max_detections`, class
+            names, `with_names`, `to_input_pixels`).
+
+    Returns:
+        See `DetectionHead.serving_outputs`.
+    """
+    found = detect_head(head, raw, score_threshold=context.score_threshold,
+                        iou_threshold=context.iou_threshold,
+                        max_detections=context.max_detections)
+    count = tf.cast(found["num_detections"], tf.int32)
+    rank = tf.range(tf.shape(found["boxes"])[1], dtype=tf.int32)
+    valid = rank[None, :] < count[:, None]
+    boxes = context.to_input_pixels(found["boxes"])
+    classes = tf.where(valid, tf.cast(found["classes"], tf.int32), -1)
+    result = {"boxes": tf.where(valid[..., None], boxes, -tf.ones_like(boxes)),
+              "scores": tf.where(valid, found["scores"], 0.0),
+              "classes": classes, "num_detections": count}
+    if context.with_names:
+        names = tf.constant(context.class_names[head.name], tf.string)
+        result["class_names"] = tf.where(valid, tf.gather(names, tf.maximum(classes, 0)), "")
+    return result
+
+
 def detect(model: Any, images: TensorLike, *, score_threshold: float = DEFAULT_SCORE_THRESHOLD,
            iou_threshold: float = DEFAULT_IOU_THRESHOLD,
            max_detections: int = DEFAULT_MAX_DETECTIONS) -> Dict[str, Dict[str, tf.Tensor]]:

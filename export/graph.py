@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import tensorflow as tf
 
 from data_pipelines.decode import PAD_VALUE, letterbox_geometry, unletterbox
-from effdet_tf import nms_tf
+from effdet_tf.anchors import check_image_size
 from effdet_tf.errors import ConfigError, ExportError
 
 IMAGES_KEY = "images"
@@ -48,24 +48,33 @@ def letterbox_batch(images: tf.Tensor, image_size: int) -> Tuple[tf.Tensor, tf.T
     return frames, scale_xy[0], pad_xy
 
 
-def to_input_pixels(boxes: tf.Tensor, num_detections: tf.Tensor, scale: tf.Tensor,
-                    pad_xy: tf.Tensor, orig_hw: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
-    """Maps model-frame boxes back to input pixels, clipped; padding rows become -1.
+@dataclasses.dataclass(frozen=True)
+class ServingContext:
+    """What a head needs to add its outputs to the exported graph (`serving_outputs`).
 
-    Args:
-        boxes: float32 `[B, K, 4]` xyxy in the model frame.
-        num_detections: int32 `[B]`.
-        scale: float32 scalar letterbox scale.
+    Attributes:
+        score_threshold: NMS score threshold.
+        iou_threshold: NMS IoU threshold.
+        max_detections: K, detections kept per image and head.
+        class_names: `{head: [name, ...]}`.
+        with_names: add string class-name outputs.
+        scale: float32 scalar letterbox scale of the batch.
         pad_xy: float32 `[2]` letterbox padding.
         orig_hw: int32 `[2]` input height and width.
-
-    Returns:
-        `(boxes, valid)`: float32 `[B, K, 4]` in input pixels, bool `[B, K]`.
     """
-    mapped = unletterbox(boxes, scale, pad_xy, orig_hw)
-    rank = tf.range(tf.shape(boxes)[1], dtype=tf.int32)
-    valid = rank[None, :] < num_detections[:, None]
-    return tf.where(valid[..., None], mapped, -tf.ones_like(mapped)), valid
+
+    score_threshold: float
+    iou_threshold: float
+    max_detections: int
+    class_names: Mapping[str, Sequence[str]]
+    with_names: bool
+    scale: Any
+    pad_xy: Any
+    orig_hw: Any
+
+    def to_input_pixels(self, boxes: tf.Tensor) -> tf.Tensor:
+        """Model-frame xyxy boxes -> input-image pixels, clipped to the image."""
+        return unletterbox(boxes, self.scale, self.pad_xy, self.orig_hw)
 
 
 class DetectionGraph:
@@ -149,23 +158,15 @@ class DetectionGraph:
         orig_hw = tf.shape(images)[1:3]
         frames, scale, pad_xy = letterbox_batch(images, self.image_size)
         raw = self._raw_outputs(frames)
-        detections = nms_tf.postprocess(
-            self.model, raw, score_threshold=self.score_threshold,
-            iou_threshold=self.iou_threshold, max_detections=self.max_detections)
+        context = ServingContext(
+            score_threshold=self.score_threshold, iou_threshold=self.iou_threshold,
+            max_detections=self.max_detections, class_names=self.class_names,
+            with_names=self.with_names, scale=scale, pad_xy=pad_xy, orig_hw=orig_hw)
+        heads = self.model.task_heads
         result = {}
         for head in self.head_names:
-            found = detections[head]
-            count = tf.cast(found["num_detections"], tf.int32)
-            boxes, valid = to_input_pixels(found["boxes"], count, scale, pad_xy, orig_hw)
-            classes = tf.where(valid, tf.cast(found["classes"], tf.int32), -1)
-            result[f"{head}_boxes"] = boxes
-            result[f"{head}_scores"] = tf.where(valid, found["scores"], 0.0)
-            result[f"{head}_classes"] = classes
-            result[f"{head}_num_detections"] = count
-            if self.with_names:
-                names = tf.constant(self.class_names[head], tf.string)
-                picked = tf.gather(names, tf.maximum(classes, 0))
-                result[f"{head}_class_names"] = tf.where(valid, picked, "")
+            for key, value in heads[head].serving_outputs(raw[head], context).items():
+                result[f"{head}_{key}"] = value
             if self.with_raw:
                 for key in RAW_KEYS:
                     result[f"{head}_{key}"] = raw[head][key]
@@ -246,8 +247,10 @@ def resize_detector(config: Any, model: Any, classes: Mapping[str, Mapping],
 
     if image_size == int(model.image_size):
         return config, model
-    if image_size <= 0 or image_size % 128:
-        raise ConfigError(f"--image-size must be a positive multiple of 128, got {image_size}")
+    try:
+        check_image_size(image_size)
+    except ConfigError as err:
+        raise ConfigError(f"--image-size: {err}") from err
     config = dataclasses.replace(config, data=dataclasses.replace(config.data,
                                                                   image_size=image_size))
     resized = build_model(config, classes)

@@ -90,6 +90,8 @@ def evaluation_pairs(cfg: ExperimentConfig) -> List[Tuple[str, int, str]]:
     """
     pairs = []
     for head in cfg.head_configs:
+        if head.kind != "detection":
+            continue
         datasets = cfg.head_datasets(head.name)
         for index in datasets:
             key = head.name if len(datasets) == 1 else \
