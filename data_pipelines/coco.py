@@ -116,21 +116,6 @@ class CocoSource:
                                         self.annotation_file)
         return problems
 
-    def validate(self, check_images: bool = True) -> List[str]:
-        """Validates the dataset; size mismatches are issued as one warning, not returned.
-
-        Args:
-            check_images: also open every image file.
-
-        Returns:
-            Every problem (corrupt images included), each naming the file and the id.
-        """
-        problems = self.problems(check_images)
-        warned = [p.message for p in problems if p.kind == "warning"]
-        if warned:
-            warnings.warn(val.format_problems(warned, self.annotation_file), stacklevel=2)
-        return [p.message for p in problems if p.kind != "warning"]
-
     def check(self, on_corrupt: str = "fail") -> List[int]:
         """Raises on any problem; with `on_corrupt="skip"` corrupt images are tolerated.
 

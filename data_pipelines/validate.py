@@ -3,7 +3,6 @@ import dataclasses
 import json
 import numbers
 import os
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
@@ -285,32 +284,3 @@ def raise_if_problems(problems: Sequence[Any], annotation_file: str) -> None:
     """
     if problems:
         raise DataError(format_problems(problems, annotation_file))
-
-
-def validate_source(annotation_file: str, image_dir: str, *,
-                    check_image_files: bool = True) -> List[str]:
-    """Validates a COCO dataset on disk and returns every problem.
-
-    Declared sizes that differ from the files are issued as one warning, not returned.
-
-    Args:
-        annotation_file: COCO json.
-        image_dir: folder the `file_name`s are relative to.
-        check_image_files: also open every image file.
-
-    Returns:
-        Messages, each naming the file and the offending id; empty when all is well.
-    """
-    try:
-        data = load_json(annotation_file)
-    except DataError as err:
-        return [str(err)]
-    problems = check_structure(data, annotation_file)
-    if check_image_files:
-        images = usable_images(data)
-        infos = probe_all([os.path.join(image_dir, img["file_name"]) for img in images])
-        problems += check_images(images, infos, annotation_file, image_dir)
-    warned = [p.message for p in problems if p.kind == "warning"]
-    if warned:
-        warnings.warn(format_problems(warned, annotation_file), stacklevel=2)
-    return [p.message for p in problems if p.kind != "warning"]

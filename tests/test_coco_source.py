@@ -98,7 +98,7 @@ def test_class_mapping_crowd_and_letterbox(tmp_path):
     src = CocoSource("toy", str(ann), str(tmp_path / "images"), dataset_id=2)
     assert src.class_names == ["three", "seven", "ten"]
     assert src.category_ids == [3, 7, 10]
-    assert not src.validate()
+    assert not src.problems()
     ex = first(src.dataset(64, 4, with_meta=True))
     assert ex["images"].shape == (64, 64, 3) and ex["images"].dtype == np.uint8
     assert ex["dataset_id"] == 2 and ex["image_id"] == 1
@@ -157,7 +157,7 @@ def test_decodes_any_mode_to_rgb(tmp_path, kind):
                      [{"id": 1, "image_id": 5, "category_id": 3,
                        "bbox": [w / 4, h / 4, w / 2, h / 2]}])
     src = CocoSource("toy", str(ann), str(tmp_path / "images"))
-    assert not src.validate()
+    assert not src.problems()
     ex = first(src.dataset(60, 1, with_meta=True))
     # Letterbox of a 3:2 image into 60x60: 60x40 content, 10 px of padding above.
     np.testing.assert_allclose(ex["boxes"][0], [15, 20, 45, 40], atol=1e-3)
@@ -181,7 +181,7 @@ def test_exif_orientation_6_is_applied(tmp_path):
     ann = write_coco(tmp_path, [{"id": 1, "file_name": "r.jpg", "width": 20, "height": 40}],
                      [{"id": 1, "image_id": 1, "category_id": 3, "bbox": [0, 0, 20, 20]}])
     src = CocoSource("toy", str(ann), str(tmp_path / "images"))
-    assert not src.validate()
+    assert not src.problems()
     ex = first(src.dataset(40, 1, with_meta=True))
     np.testing.assert_array_equal(ex["orig_size"], [40, 20])
     np.testing.assert_allclose(ex["boxes"][0], [10, 0, 30, 20])
@@ -209,7 +209,7 @@ def test_real_dataset_loads_and_maps_back(name):
     root = require_shared("datasets", name)
     ann = root / "annotations" / "instances_val.json"
     src = CocoSource(name, str(ann), str(root / "images"))
-    assert not src.validate()
+    assert not src.problems()
     assert len(src.class_names) == 3
     ds = src.dataset(512, 100, with_meta=True).batch(16)
     batch = {k: v.numpy() for k, v in next(iter(ds)).items()}

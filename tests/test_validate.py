@@ -6,12 +6,18 @@ import pytest
 
 from effdet_tf.errors import DataError
 from data_pipelines.coco import CocoSource
-from data_pipelines.validate import raise_if_problems, validate_source
+from data_pipelines.validate import raise_if_problems
 from tests.test_coco_source import make_dataset, write_coco, write_image
 
 
 def _img(iid, name, w=40, h=30):
     return {"id": iid, "file_name": name, "width": w, "height": h}
+
+
+def _errors(annotation_file, image_dir):
+    """The problems of a dataset that are not warnings, as messages."""
+    source = CocoSource("toy", str(annotation_file), str(image_dir))
+    return [p.message for p in source.problems() if p.kind != "warning"]
 
 
 def _ann(aid, iid, cat=3, bbox=(1, 1, 10, 10)):
@@ -22,7 +28,7 @@ def test_missing_keys_and_unreadable_json(tmp_path):
     """Missing top-level keys are each reported; unreadable json raises DataError."""
     bad = tmp_path / "a.json"
     bad.write_text('{"images": []}', encoding="utf-8")
-    problems = validate_source(str(bad), str(tmp_path))
+    problems = _errors(bad, tmp_path)
     assert len(problems) == 2
     assert all(str(bad) in p for p in problems)
     assert any("'annotations'" in p for p in problems)
@@ -31,7 +37,8 @@ def test_missing_keys_and_unreadable_json(tmp_path):
     broken.write_text("{not json", encoding="utf-8")
     with pytest.raises(DataError, match="b.json: not readable as json"):
         CocoSource("x", str(broken), str(tmp_path))
-    assert "not found" in validate_source(str(tmp_path / "none.json"), str(tmp_path))[0]
+    with pytest.raises(DataError, match="not found"):
+        CocoSource("x", str(tmp_path / "none.json"), str(tmp_path))
 
 
 def test_every_problem_listed_once(tmp_path):
@@ -46,8 +53,10 @@ def test_every_problem_listed_once(tmp_path):
             _ann(13, 1, bbox=(1, 1, 0, 5)), _ann(14, 42), _ann(14, 1)]
     ann_file = write_coco(tmp_path, images, anns)
     src = CocoSource("bad", str(ann_file), str(images_dir))
-    with pytest.warns(UserWarning, match="image id 5: declared size 50x30"):
-        problems = src.validate()
+    found = src.problems()
+    assert [p.message for p in found if p.kind == "warning"] == [
+        next(p.message for p in found if "image id 5: declared size 50x30" in p.message)]
+    problems = [p.message for p in found if p.kind != "warning"]
     expected = {"duplicate image id 2": "2", "annotation id 11: bbox": "11",
                 "annotation id 12 has unknown category id 99": "12",
                 "annotation id 13: bbox [1, 1, 0, 5] has zero": "13",
@@ -64,8 +73,6 @@ def test_every_problem_listed_once(tmp_path):
     lines = str(err.value).splitlines()
     assert lines[0] == f"{len(expected)} problems in {ann_file}"
     assert len(lines) == len(expected) + 1
-    with pytest.warns(UserWarning, match="image id 5: declared size"):
-        assert validate_source(str(ann_file), str(images_dir)) == problems
 
 
 def test_on_corrupt_skip_counts(tmp_path, capsys):
@@ -74,7 +81,7 @@ def test_on_corrupt_skip_counts(tmp_path, capsys):
     os.remove(tmp_path / "images" / "img_2.jpg")
     (tmp_path / "images" / "img_2.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     src = CocoSource("toy", str(ann_file), str(tmp_path / "images"))
-    problems = src.validate()
+    problems = _errors(ann_file, tmp_path / "images")
     assert len(problems) == 1 and "image id 2" in problems[0] and "img_2.jpg" in problems[0]
     with pytest.raises(DataError, match="1 problem in"):
         src.dataset(32, 4)
@@ -90,7 +97,7 @@ def test_truncated_jpeg_is_corrupt(tmp_path):
     ann_file = make_dataset(tmp_path, 1, size=(300, 200))
     path = tmp_path / "images" / "img_1.jpg"
     path.write_bytes(path.read_bytes()[:400])
-    problems = CocoSource("toy", str(ann_file), str(tmp_path / "images")).validate()
+    problems = _errors(ann_file, tmp_path / "images")
     assert len(problems) == 1 and "img_1.jpg" in problems[0] and "image id 1" in problems[0]
 
 
@@ -98,10 +105,9 @@ def test_raise_if_problems_is_quiet_when_clean(tmp_path):
     """A clean dataset has no problems; a category without id is one."""
     raise_if_problems([], "x.json")
     ann_file = make_dataset(tmp_path, 2)
-    assert not validate_source(str(ann_file), str(tmp_path / "images"))
+    assert not _errors(ann_file, tmp_path / "images")
     write_coco(tmp_path, [_img(1, "a.jpg")], [], categories=[{"name": "no id"}], split="val")
-    problems = validate_source(str(tmp_path / "annotations" / "instances_val.json"),
-                               str(tmp_path / "images"))
+    problems = _errors(tmp_path / "annotations" / "instances_val.json", tmp_path / "images")
     assert any("categories[0] has no integer id" in p for p in problems)
 
 
