@@ -42,6 +42,7 @@ CLIS: Tuple[Tuple[str, str, Tuple[str, ...]], ...] = (
     ("python -m train.evaluate", "train.evaluate", ()),
     ("python -m train.predict", "train.predict", ()),
     ("python -m train.compare", "train.compare", ()),
+    ("python -m train.benchmark_recipe", "train.benchmark_recipe", ()),
     ("python -m export.saved_model", "export.saved_model", ()),
     ("python -m export.onnx", "export.onnx", ()),
     ("python -m export.verify", "export.verify", ()),
