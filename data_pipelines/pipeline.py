@@ -1,11 +1,10 @@
 """Training and evaluation input pipelines built from dataset configs."""
-import sys
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import tensorflow as tf
 
 from effdet_tf import batch_schema as schema
-from effdet_tf.errors import DataError
+from effdet_tf.errors import DataError, report_once
 from data_pipelines.coco import CocoSource
 from data_pipelines.mixing import mix_datasets
 from data_pipelines.validate import format_problems
@@ -13,16 +12,6 @@ from data_pipelines.validate import format_problems
 ClassLists = Optional[Sequence[Optional[List[str]]]]
 Routes = Optional[Sequence[Sequence[float]]]
 Augmenter = Callable[[Dict[str, tf.Tensor], tf.Tensor], Dict[str, tf.Tensor]]
-
-
-_REPORTED: set = set()
-
-
-def report_once(message: str) -> None:
-    """Prints a data warning to stderr the first time this process meets it."""
-    if message not in _REPORTED:
-        _REPORTED.add(message)
-        print(message, file=sys.stderr, flush=True)
 
 
 def _paths(dataset: Any, split: str) -> Tuple[str, str]:

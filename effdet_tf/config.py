@@ -18,7 +18,7 @@ import yaml
 
 from effdet_tf.config_parse import build_dataclass, parse_overrides, set_path
 from effdet_tf.anchors import check_image_size
-from effdet_tf.errors import ConfigError
+from effdet_tf.errors import ConfigError, report_once
 from effdet_tf.names import check_kind, check_name
 
 
@@ -267,19 +267,21 @@ _CHOICES = {
     "train.optimizer": ("sgd", "adamw"),
     "train.strategy": ("default", "mirrored", "tpu", "multiworker", "jax_data_parallel"),
 }
-# Keys that existed once and did nothing: a config that still sets one gets this advice.
+# Keys that existed once and did nothing. A config that sets one (every run folder
+# written before they went has them) still loads: the key is dropped with this advice.
 _REMOVED = {
-    "eval.split": "`python -m train.evaluate --split` picks the split; delete the line",
-    "eval.every_epochs": "it never did anything (the validation loss runs every epoch); "
-                         "delete the line",
+    "eval.split": "`python -m train.evaluate --split` picks the split",
+    "eval.every_epochs": "the validation loss runs every epoch",
 }
 
 
-def _refuse_removed(tree: Dict[str, Any]) -> None:
+def _drop_removed(tree: Dict[str, Any], source: str) -> None:
     for key, advice in _REMOVED.items():
         section, field = key.split(".")
         if isinstance(tree.get(section), dict) and field in tree[section]:
-            raise ConfigError(f"{key} was removed: {advice}")
+            del tree[section][field]
+            report_once(f"warning: {source}: {key} is ignored (it never did anything; "
+                        f"{advice}); delete the line")
 
 
 def config_from_dict(values: Dict[str, Any], overrides: Sequence[str] = (),
@@ -301,7 +303,7 @@ def config_from_dict(values: Dict[str, Any], overrides: Sequence[str] = (),
     try:
         for key, value in parse_overrides(overrides):
             set_path(tree, key, value)
-        _refuse_removed(tree)
+        _drop_removed(tree, source)
         cfg = build_dataclass(ExperimentConfig, tree, "", _CHOICES)
         _check(cfg)
     except ConfigError as err:

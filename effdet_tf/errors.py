@@ -1,4 +1,15 @@
-"""Error types shared by every package: one clear message, no traceback for users."""
+"""Error types shared by every package: one clear message, no traceback for users; and
+warnings printed once per process."""
+import sys
+
+_REPORTED: set = set()
+
+
+def report_once(message: str) -> None:
+    """Prints a warning to stderr the first time this process meets it."""
+    if message not in _REPORTED:
+        _REPORTED.add(message)
+        print(message, file=sys.stderr, flush=True)
 
 
 class EffdetError(Exception):

@@ -42,7 +42,6 @@ def test_overrides_types_and_lists():
     ("model.head_loss_weights={c: 1}", "model.head_loss_weights: 'c' is not a head"),
     ("data.datasets.0.name=3a", "data.datasets[0].name: '3a' must start with a letter"),
     ("data.datasets.0.format=voc", "data.datasets[0].format: 'voc' is not one of coco"),
-    ("eval.split=val", "eval.split was removed"),
     ("data.datasets.5.root=q", "'5' is not an index"),
     ("noequals", "expected key=value"),
 ])
@@ -149,3 +148,12 @@ def test_with_heads_keeps_the_datasets_of_the_heads_kept():
     single = cfg.with_heads(["b"])
     assert single.head_names == ["b"] and [d.name for d in single.data.datasets] == ["b"]
     assert single.model.head_loss_weights == {"b": 1.0} and cfg.head_names == ["a", "b"]
+
+
+def test_removed_keys_are_ignored_with_advice(capsys):
+    """A run folder written before `eval.split` went still loads; the user is told once."""
+    cfg = config_from_dict({**BASE, "eval": {"split": "val", "every_epochs": 0}},
+                           source="old.yaml")
+    assert cfg.eval.max_detections == 100
+    err = capsys.readouterr().err
+    assert "old.yaml: eval.split is ignored" in err and "eval.every_epochs is ignored" in err

@@ -43,6 +43,7 @@ CLIS: Tuple[Tuple[str, str, Tuple[str, ...]], ...] = (
     ("python -m train.predict", "train.predict", ()),
     ("python -m train.compare", "train.compare", ()),
     ("python -m train.benchmark_recipe", "train.benchmark_recipe", ()),
+    ("python -m train.prediction_grid", "train.prediction_grid", ()),
     ("python -m export.saved_model", "export.saved_model", ()),
     ("python -m export.onnx", "export.onnx", ()),
     ("python -m export.verify", "export.verify", ()),

@@ -97,6 +97,8 @@ def load_run(run: str, *, weights: str = "final") -> Tuple[ExperimentConfig, ker
     with open(classes_file, encoding="utf-8") as stream:
         classes = json.load(stream)
     model_file = os.path.join(run, MODEL_FILE)
+    # The import registers MultiHeadDetector and the head classes with Keras' loader.
+    import effdet_tf.detector  # pylint: disable=import-outside-toplevel,unused-import  # heavy
     if weights == "final" and os.path.isfile(model_file):
         return cfg, keras.saving.load_model(model_file), classes
     candidates = [os.path.join(run, "checkpoints", f"{name}.weights.h5")
