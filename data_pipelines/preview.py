@@ -15,26 +15,10 @@ import tensorflow as tf
 from effdet_tf.batch_schema import EXAMPLE_KEYS
 from effdet_tf.cli import make_parser, run_cli
 from effdet_tf.config import load_config
+from data_pipelines.augment import YoloV4Augment
 from data_pipelines.draw import batch_grid
 from data_pipelines.pipeline import build_sources
-
-
-def make_augmenter(cfg: Any) -> Optional[Any]:
-    """The config's `YoloV4Augment`, or None when that module is not available.
-
-    Args:
-        cfg: experiment config (`.data.image_size`, `.augment`).
-
-    Returns:
-        A callable `aug(batch, seed)` or None.
-    """
-    try:
-        # Imported lazily: the augmentation is optional for a preview.
-        # pylint: disable-next=import-outside-toplevel
-        from data_pipelines.augment import YoloV4Augment
-    except ImportError:
-        return None
-    return YoloV4Augment(cfg.data.image_size, **cfg.augment.chain_kwargs())
+from data_pipelines.sample_data import ensure_sample_data
 
 
 def _numpy(batch: Any) -> dict:
@@ -99,15 +83,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--batches", type=int, default=1, help="batches per dataset")
     args = parser.parse_args(argv)
     cfg = load_config(args.config, args.set)
-    if getattr(cfg.data, "sample_data", ""):
-        # Imported lazily: only configs that use the generated sample datasets need it.
-        # pylint: disable-next=import-outside-toplevel
-        from data_pipelines.sample_data import ensure_sample_data
+    if cfg.data.sample_data:
         ensure_sample_data(cfg.data.sample_data, seed=0)
-    augmenter = make_augmenter(cfg)
-    if augmenter is None:
-        print("note: data_pipelines.augment.YoloV4Augment is not available; "
-              "writing un-augmented grids only")
+    augmenter = YoloV4Augment(cfg.data.image_size, **cfg.augment.chain_kwargs())
     for path in write_previews(cfg, args.out, batches=args.batches, augmenter=augmenter):
         print(path)
     return 0

@@ -102,6 +102,20 @@ def test_evaluate_and_predict_cli(finished_run, sample, tmp_path):
 
 
 @pytest.mark.slow
+def test_prediction_grid_png(finished_run, tmp_path):
+    """The prediction grid is one PNG: a row per dataset, a column per test image."""
+    from PIL import Image  # pylint: disable=import-outside-toplevel
+
+    from train.prediction_grid import prediction_grid  # pylint: disable=import-outside-toplevel
+
+    run, _ = finished_run
+    png = prediction_grid(str(run), str(tmp_path / "grid.png"), per_dataset=2, score=0.0)
+    with Image.open(png) as image:
+        width, height = image.size
+    assert width > 500 and height > 2 * 300  # two rows of two panels at 90 dpi
+
+
+@pytest.mark.slow
 def test_resume_after_kill(sample, tmp_path):
     """kill -9 after the first epoch; the same command continues from the backup."""
     cfg_file = tmp_path / "tiny.yaml"

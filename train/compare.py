@@ -59,7 +59,7 @@ def forward_ms(model: Any, image_size: int, repeats: int = 10) -> float:
 def train_or_reuse(cfg: ExperimentConfig, verbose: int) -> Dict[str, Any]:
     """Trains a variant, or reads its summary when it already finished."""
     from train.fit import run_training  # pylint: disable=import-outside-toplevel  # heavy
-    from train.run_dir import load_run  # pylint: disable=import-outside-toplevel
+    from train.run_dir import load_run  # pylint: disable=import-outside-toplevel  # heavy
 
     summary_file = os.path.join(cfg.run_path, "summary.json")
     if os.path.isfile(summary_file):

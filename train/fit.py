@@ -29,7 +29,7 @@ class TrainingError(EffdetError):
 def _optimizer(cfg: ExperimentConfig, total_steps: int, steps_per_epoch: int):
     import keras  # pylint: disable=import-outside-toplevel  # keep `--help` fast
 
-    from train.schedules import WarmupCosine  # pylint: disable=import-outside-toplevel
+    from train.schedules import WarmupCosine  # pylint: disable=import-outside-toplevel  # imports keras
 
     base = cfg.train.learning_rate
     if base is None:
@@ -53,7 +53,7 @@ def _distribution(cfg: ExperimentConfig):
     A non-chief worker of a multi-worker run writes beside the chief's run folder, in
     `<run>.worker<index>`.
     """
-    from train.strategy import make_strategy  # pylint: disable=import-outside-toplevel
+    from train.strategy import make_strategy  # pylint: disable=import-outside-toplevel  # imports TF
 
     dist = make_strategy(cfg.train.strategy)
     dist.check_batch(cfg.train.batch_size)
