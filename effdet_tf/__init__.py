@@ -13,7 +13,7 @@ _LAZY = {
     "build_detector": "effdet_tf.detector",
     "MultiHeadDetector": "effdet_tf.detector",
     "HeadSpec": "effdet_tf.heads",
-    "DetectionHead": "effdet_tf.heads",
+    "DetectionHead": "effdet_tf.detection_head",
     "TaskHead": "effdet_tf.heads",
 }
 

@@ -16,10 +16,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import yaml
 
+from effdet_tf.config_checks import check_config
 from effdet_tf.config_parse import build_dataclass, parse_overrides, set_path
-from effdet_tf.anchors import check_image_size
 from effdet_tf.errors import ConfigError, report_once
-from effdet_tf.names import check_kind, check_name
 
 
 @dataclasses.dataclass
@@ -247,7 +246,7 @@ class ExperimentConfig:
         if new.model.head_loss_weights:
             new.model.head_loss_weights = {k: v for k, v in new.model.head_loss_weights.items()
                                            if k in keep} or None
-        _check(new)
+        check_config(new)
         return new
 
     def head_datasets(self, head: str) -> List[int]:
@@ -305,81 +304,10 @@ def config_from_dict(values: Dict[str, Any], overrides: Sequence[str] = (),
             set_path(tree, key, value)
         _drop_removed(tree, source)
         cfg = build_dataclass(ExperimentConfig, tree, "", _CHOICES)
-        _check(cfg)
+        check_config(cfg)
     except ConfigError as err:
         raise ConfigError(f"{source}: {err}") from err
     return cfg
-
-
-FORMATS = ("coco",)
-
-
-def _check_datasets(cfg: ExperimentConfig) -> None:
-    if not cfg.data.datasets:
-        raise ConfigError("data.datasets: at least one dataset is needed")
-    for i, dataset in enumerate(cfg.data.datasets):
-        check_name(dataset.name, f"data.datasets[{i}].name")
-        if dataset.format not in FORMATS:
-            raise ConfigError(f"data.datasets[{i}].format: {dataset.format!r} is not one of "
-                              f"{', '.join(FORMATS)}")
-        if not dataset.root:
-            raise ConfigError(f"data.datasets[{i}].root: empty")
-        if dataset.weight <= 0:
-            raise ConfigError(f"data.datasets[{i}].weight: must be > 0")
-    names = [d.name for d in cfg.data.datasets]
-    if len(set(names)) != len(names):
-        raise ConfigError(f"data.datasets: names must be unique, got {names}")
-
-
-def _check_heads(cfg: ExperimentConfig) -> None:
-    names = cfg.head_names
-    for i, head in enumerate(cfg.heads):
-        check_name(head.name, f"heads[{i}].name")
-        check_kind(head.kind, f"heads[{i}] ({head.name})")
-        if head.classes is not None and (not head.classes
-                                         or len(set(head.classes)) != len(head.classes)):
-            raise ConfigError(f"heads[{i}].classes: must be unique class names, or null")
-    if len(set(names)) != len(names):
-        raise ConfigError(f"heads: names must be unique, got {names}")
-    for i, dataset in enumerate(cfg.data.datasets):
-        unknown = [h for h in cfg.dataset_heads(dataset) if h not in names]
-        if unknown:
-            hint = ("add `heads: [<head>, ...]` to it" if not dataset.heads
-                    else "fix the name or add the head to `heads:`")
-            raise ConfigError(f"data.datasets[{i}].heads: head '{unknown[0]}' is not in "
-                              f"heads ({', '.join(names)}); {hint}")
-    kinds = {h.name: h.kind for h in cfg.head_configs}
-    for i, dataset in enumerate(cfg.data.datasets):
-        detectors = [h for h in cfg.dataset_heads(dataset) if kinds[h] == "detection"]
-        if len(detectors) != 1:
-            raise ConfigError(f"data.datasets[{i}].heads: a {dataset.format} dataset's boxes "
-                              f"train exactly one detection head, got {detectors or 'none'}")
-    for head in names:
-        if not cfg.head_datasets(head):
-            raise ConfigError(f"heads: no dataset labels head '{head}' (list it in a "
-                              "dataset's `heads:`)")
-    extra = sorted(set(cfg.model.head_loss_weights or {}) - set(names))
-    if extra:
-        raise ConfigError(f"model.head_loss_weights: '{extra[0]}' is not a head "
-                          f"(heads: {', '.join(names)})")
-
-
-def _check(cfg: ExperimentConfig) -> None:
-    _check_datasets(cfg)
-    _check_heads(cfg)
-    try:
-        check_image_size(cfg.data.image_size)
-    except ConfigError as err:
-        raise ConfigError(f"data.image_size: {err}") from err
-    for key in ("epochs", "batch_size"):
-        if getattr(cfg.train, key) <= 0:
-            raise ConfigError(f"train.{key}: must be > 0")
-    if not 0.0 <= cfg.train.bn_momentum < 1.0:
-        raise ConfigError(f"train.bn_momentum: {cfg.train.bn_momentum} must be in [0, 1)")
-    for key in ("augment.close_mosaic", "train.precise_bn_steps", "train.refresh_bn_steps"):
-        section, field = key.split(".")
-        if getattr(getattr(cfg, section), field) < 0:
-            raise ConfigError(f"{key}: must be >= 0")
 
 
 def load_config(path: str, overrides: Sequence[str] = ()) -> ExperimentConfig:

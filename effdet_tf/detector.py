@@ -10,7 +10,9 @@ from effdet_tf import anchors as anchor_lib
 from effdet_tf import batch_schema as schema
 from effdet_tf.bifpn import build_bifpn
 from effdet_tf.errors import ConfigError
-from effdet_tf.heads import BOX_LOSSES, HeadSpec, build_head
+from effdet_tf.heads import BOX_LOSSES, HeadSpec, build_head, import_head_kinds
+
+import_head_kinds()  # every kind registered with Keras, so saved models load
 
 HeadsArg = Union[Mapping[str, int], Sequence[Union[HeadSpec, Mapping]]]
 BACKBONE_STRIDES = (8, 16, 32)

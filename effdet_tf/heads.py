@@ -1,37 +1,24 @@
-"""Task heads on the BiFPN pyramid: the `TaskHead` contract and EfficientDet's `DetectionHead`.
+"""Task heads on the BiFPN pyramid: the `TaskHead` contract, `HeadSpec`, and building a
+head of a registered kind.
 
 A head is a Keras layer that maps the pyramid `[P3, ..., P7]` to a dict of float32
-tensors, and knows its own loss and decoding. The detector core only ever calls
-`head(features)`, `head.compute_loss(...)`, `head.postprocess(...)` and reads
-`head.loss_components`, so new kinds plug in without touching it:
+tensors and owns everything about its task: the batch keys it reads (`target_keys`), its
+loss under a per-example mask, its post-processing (keras.ops), the outputs it adds to an
+export, and a random valid target batch for the contract tests. The detector only calls
+`head(features)`, `head.compute_loss(...)` and reads `head.loss_components`.
 
-* a classification head (one label per image) would global-average-pool the pyramid
-  (or P7 alone), apply a dense layer and return `{"class_logits": [B, C]}`; its loss
-  is a masked softmax cross-entropy on a `y_true["labels"]` key, `loss_components =
-  ("cls_loss",)`, and `decode` returns softmax scores;
-* a multi-label head is the same with sigmoid cross-entropy on `[B, C]` targets.
-
-To add one: subclass `TaskHead`, register it in `HEAD_KINDS` under a new
-`HeadSpec.kind`, and give the data pipeline the label key it reads. (Neither exists yet.)
+A new kind is one new file with a `TaskHead` subclass (see `detection_head.py`),
+registered by one line in `effdet_tf.names.HEAD_KINDS`; `tests/test_head_kinds.py`
+checks the contract for every registered kind.
 """
 import dataclasses
 import importlib
-import math
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Tuple
 
 import keras
-import numpy as np
-from keras import ops
 
-from effdet_tf import anchors as anchor_lib
-from effdet_tf import batch_schema as schema
-from effdet_tf import losses
-from effdet_tf.box_coder import decode_boxes
 from effdet_tf.errors import ConfigError
-from effdet_tf.layers import batch_norm, separable_conv
 from effdet_tf.names import HEAD_KINDS, check_kind, check_name
-from effdet_tf.postprocess import decode_predictions
-from effdet_tf.targets import encode_targets, match_anchors
 
 PRIOR_PROBABILITY = 0.01
 BOX_LOSSES = ("huber", "ciou")
@@ -164,205 +151,16 @@ class TaskHead(keras.layers.Layer):  # pylint: disable=abstract-method  # add_me
         return config
 
 
-@keras.saving.register_keras_serializable(package="effdet_tf")
-class DetectionHead(TaskHead):  # pylint: disable=abstract-method  # add_metric is a Keras stub
-    """EfficientDet class net + box net, weights shared across levels, BN per level.
-
-    Each net: `num_layers` x (separable conv 3x3 -> BN (one per level) -> swish), then a
-    separable conv to `9 * C` logits (bias `-log((1 - 0.01) / 0.01)`) or `9 * 4` deltas.
-    The prediction convs run in float32 so outputs are float32 under mixed precision.
-
-    Args:
-        num_classes: classes of this head.
-        image_size: side of the square model input (fixes the anchors).
-        channels: width of the intermediate layers (64 in D0).
-        num_layers: intermediate layers per net (3 in D0).
-        box_loss: `"huber"` (on deltas, weight 50) or `"ciou"` (on decoded boxes).
-        box_loss_weight: weight of the box loss; 50 for Huber, 1 for CIoU when None.
-        **kwargs: `keras.layers.Layer` arguments.
-
-    Raises:
-        ConfigError: unknown box loss.
-
-    Example:
-        >>> head = DetectionHead(num_classes=3, image_size=512, name="fruits")
-        >>> out = head(pyramid)  # {"class_logits": [B, 49104, 3], "box_deltas": [B, 49104, 4]}
-    """
-
-    loss_components = ("cls_loss", "box_loss")
-    target_keys = (schema.BOXES, schema.CLASSES)
-
-    def __init__(self, *, num_classes: int, image_size: int, channels: int = 64,
-                 num_layers: int = 3, box_loss: str = "huber", box_loss_weight=None,
-                 **kwargs) -> None:
-        super().__init__(num_classes=num_classes, image_size=image_size, **kwargs)
-        if box_loss not in BOX_LOSSES:
-            raise ConfigError(f"box_loss must be one of {BOX_LOSSES}, got {box_loss!r}")
-        self.channels = channels
-        self.num_layers = num_layers
-        self.box_loss = box_loss
-        self.box_loss_weight = box_loss_weight
-        self.anchors = anchor_lib.generate_anchors(image_size)
-        self.num_levels = anchor_lib.MAX_LEVEL - anchor_lib.MIN_LEVEL + 1
-        per_loc = anchor_lib.NUM_ANCHORS_PER_LOCATION
-        prefix = self.name
-        self.class_convs = [separable_conv(channels, f"{prefix}_class_conv{i}")
-                            for i in range(num_layers)]
-        self.box_convs = [separable_conv(channels, f"{prefix}_box_conv{i}")
-                          for i in range(num_layers)]
-        levels = range(anchor_lib.MIN_LEVEL, anchor_lib.MAX_LEVEL + 1)
-        self.class_bns = [batch_norm(f"{prefix}_class_bn{i}_p{level}")
-                          for i in range(num_layers) for level in levels]
-        self.box_bns = [batch_norm(f"{prefix}_box_bn{i}_p{level}")
-                        for i in range(num_layers) for level in levels]
-        bias = -math.log((1.0 - PRIOR_PROBABILITY) / PRIOR_PROBABILITY)
-        self.class_predict = separable_conv(
-            per_loc * num_classes, f"{prefix}_class_predict",
-            bias_initializer=keras.initializers.Constant(bias), dtype="float32")
-        self.box_predict = separable_conv(per_loc * 4, f"{prefix}_box_predict", dtype="float32")
-
-    def _tower(self, x: TensorLike, convs: Sequence, bns: Sequence, level_index: int,
-               training: Optional[bool]) -> TensorLike:
-        for i, conv in enumerate(convs):
-            x = conv(x)
-            x = bns[i * self.num_levels + level_index](x, training=training)
-            x = ops.silu(x)
-        return x
-
-    def call(self, inputs: Sequence, training: Optional[bool] = None) -> dict:  # pylint: disable=arguments-differ  # a list
-        """Runs both nets on every level and concatenates the levels.
-
-        Args:
-            inputs: `[P3, ..., P7]`.
-            training: BN mode.
-
-        Returns:
-            `{"class_logits": float32 [B, A, C], "box_deltas": float32 [B, A, 4]}`.
-
-        Raises:
-            ValueError: not one feature map per level.
-        """
-        if len(inputs) != self.num_levels:
-            raise ValueError(f"{self.name}: expected {self.num_levels} levels, got {len(inputs)}")
-        logits: List = []
-        deltas: List = []
-        for level_index, feature in enumerate(inputs):
-            count = feature.shape[1] * feature.shape[2] * anchor_lib.NUM_ANCHORS_PER_LOCATION
-            c = self._tower(feature, self.class_convs, self.class_bns, level_index, training)
-            logits.append(ops.reshape(self.class_predict(c), (-1, count, self.num_classes)))
-            b = self._tower(feature, self.box_convs, self.box_bns, level_index, training)
-            deltas.append(ops.reshape(self.box_predict(b), (-1, count, 4)))
-        return {"class_logits": ops.cast(ops.concatenate(logits, axis=1), "float32"),
-                "box_deltas": ops.cast(ops.concatenate(deltas, axis=1), "float32")}
-
-    def compute_loss(self, y_true: dict, y_pred: dict, example_mask: TensorLike,
-                     context: dict) -> Dict[str, object]:
-        """Focal loss + box loss over this head's examples, normalised by its positives + 1.
-
-        Args:
-            y_true: raw batch labels with `boxes` `[B, M, 4]` and `classes` `[B, M]`.
-            y_pred: `{"class_logits", "box_deltas"}` of this head.
-            example_mask: float32 `[B]`, 1 for this head's examples.
-            context: per-batch cache; the anchor matching is stored under `"anchor_match"`
-                so several detection heads share it. An optional `"cross_replica_sum"`
-                callable sums a scalar over the replicas of a distributed step: the
-                normaliser is then the global positives + 1, and the losses returned are
-                this replica's share of the global loss (their sum over replicas).
-
-        Returns:
-            `{"cls_loss": scalar, "box_loss": scalar}` (box loss already weighted).
-        """
-        if "anchor_match" not in context:
-            context["anchor_match"] = match_anchors(self.anchors, y_true["boxes"],
-                                                    y_true["classes"])
-        targets = encode_targets(self.anchors, context["anchor_match"], self.num_classes)
-        mask = ops.cast(example_mask, "float32")
-        positive = ops.cast(targets["positive"], "float32") * mask[:, None]          # [B, A]
-        global_sum = context.get("cross_replica_sum") or (lambda value: value)
-        normalizer = ops.stop_gradient(
-            global_sum(ops.sum(ops.cast(targets["num_positives"], "float32") * mask))) + 1.0
-        anchor_weight = (1.0 - ops.cast(targets["ignore"], "float32")) * mask[:, None]
-        focal = losses.focal_loss(targets["class_targets"], y_pred["class_logits"])
-        cls_loss = ops.sum(focal * anchor_weight[..., None]) / normalizer
-        if self.box_loss == "huber":
-            weight = losses.HUBER_WEIGHT if self.box_loss_weight is None else self.box_loss_weight
-            huber = losses.huber_loss(targets["box_targets"], y_pred["box_deltas"])
-            box_loss = weight * ops.sum(huber * positive[..., None]) / (normalizer * 4.0)
-        else:
-            weight = losses.CIOU_WEIGHT if self.box_loss_weight is None else self.box_loss_weight
-            anchors = ops.convert_to_tensor(self.anchors, "float32")[None]
-            pred_boxes = decode_boxes(y_pred["box_deltas"], anchors)
-            ciou = losses.ciou_loss(context["anchor_match"]["matched_boxes"], pred_boxes)
-            box_loss = weight * ops.sum(ciou * positive) / normalizer
-        return {"cls_loss": cls_loss, "box_loss": box_loss}
-
-    def example_targets(self, batch_size: int, seed: int = 0) -> Dict[str, Any]:
-        """Random boxes (1-3 per image, 8-50% of the side) and classes.
-
-        Args:
-            batch_size: examples.
-            seed: numpy seed.
-
-        Returns:
-            `{"boxes": float32 [B, 4, 4], "classes": int32 [B, 4]}`, -1 padded.
-        """
-        rng = np.random.default_rng(seed)
-        size = float(self.image_size)
-        boxes = np.full((batch_size, 4, 4), -1.0, np.float32)
-        classes = np.full((batch_size, 4), -1, np.int32)
-        for i in range(batch_size):
-            for j in range(int(rng.integers(1, 4))):
-                wh = rng.uniform(0.08, 0.5, 2) * size
-                xy = rng.uniform(0.0, 1.0, 2) * (size - wh)
-                boxes[i, j] = [*xy, *(xy + wh)]
-                classes[i, j] = rng.integers(0, self.num_classes)
-        return {schema.BOXES: boxes, schema.CLASSES: classes}
-
-    def serving_outputs(self, y_pred: dict, context: Any) -> Dict[str, Any]:
-        """NMS'd detections in input-image pixels (TensorFlow: `effdet_tf.nms_tf`).
-
-        Args:
-            y_pred: `{"class_logits", "box_deltas"}` of the letterboxed frames.
-            context: the export's `ServingContext`.
-
-        Returns:
-            `boxes` float32 `[B, K, 4]` xyxy (padding rows -1), `scores` float32 `[B, K]`
-            (padding 0), `classes` int32 `[B, K]` (padding -1), `num_detections` int32
-            `[B]`, and `class_names` string `[B, K]` (padding "") when the context asks.
-        """
-        from effdet_tf import nms_tf  # pylint: disable=import-outside-toplevel  # TF-only, export only
-
-        return nms_tf.serving_detections(self, y_pred, context)
-
-    def postprocess(self, y_pred: dict) -> dict:
-        """Decodes to pixel boxes clipped to the image and sigmoid scores (before NMS,
-        which is TensorFlow-only: `effdet_tf.nms_tf.detect_head`).
-
-        Args:
-            y_pred: `{"class_logits", "box_deltas"}` of this head.
-
-        Returns:
-            `{"boxes": [B, A, 4] xyxy, "scores": [B, A, C]}`.
-        """
-        return decode_predictions(y_pred["class_logits"], y_pred["box_deltas"], self.anchors,
-                                  self.image_size)
-
-    def get_config(self) -> dict:
-        """Returns the layer config.
-
-        Returns:
-            The config dict.
-        """
-        config = super().get_config()
-        config.update({"channels": self.channels, "num_layers": self.num_layers,
-                       "box_loss": self.box_loss, "box_loss_weight": self.box_loss_weight})
-        return config
-
-
 def head_class(kind: str) -> type:
     """The `TaskHead` subclass registered for a kind in `effdet_tf.names.HEAD_KINDS`."""
     module, name = HEAD_KINDS[check_kind(kind, "head")].split(":")
     return getattr(importlib.import_module(module), name)
+
+
+def import_head_kinds() -> None:
+    """Imports every registered head kind, so Keras can load saved models that use them."""
+    for kind in HEAD_KINDS:
+        head_class(kind)
 
 
 def build_head(spec: HeadSpec, *, image_size: int, channels: int, num_layers: int,

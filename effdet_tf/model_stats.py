@@ -15,7 +15,7 @@ import numpy as np
 from effdet_tf.bifpn import LAYER_PREFIX
 from effdet_tf.cli import make_parser, run_cli
 from effdet_tf.errors import ConfigError
-from effdet_tf.heads import DetectionHead
+from effdet_tf.detection_head import DetectionHead
 
 DEFAULT_HEADS = "fruits=3,household=3"
 

@@ -11,7 +11,7 @@ NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
 # Head kind -> "module:class" of its `TaskHead`, imported when a model is built.
 HEAD_KINDS = {
-    "detection": "effdet_tf.heads:DetectionHead",
+    "detection": "effdet_tf.detection_head:DetectionHead",
 }
 
 

@@ -1,4 +1,4 @@
-"""Tests of effdet_tf.heads."""
+"""Tests of effdet_tf.heads and effdet_tf.detection_head."""
 import math
 
 import keras
@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from effdet_tf.errors import ConfigError
-from effdet_tf.heads import DetectionHead, HeadSpec
+from effdet_tf.detection_head import DetectionHead
+from effdet_tf.heads import HeadSpec
 
 
 def _pyramid(size=128, channels=64):

@@ -5,7 +5,7 @@ from keras import ops
 
 from effdet_tf import losses
 from effdet_tf.anchors import generate_anchors
-from effdet_tf.heads import DetectionHead
+from effdet_tf.detection_head import DetectionHead
 from effdet_tf.targets import encode_targets, match_anchors
 
 

@@ -5,7 +5,7 @@ import tensorflow as tf
 
 import effdet_tf
 from effdet_tf import nms_tf
-from effdet_tf.heads import DetectionHead
+from effdet_tf.detection_head import DetectionHead
 
 
 def test_nms_hand_made_boxes():

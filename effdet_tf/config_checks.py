@@ -1,0 +1,86 @@
+"""The checks of an experiment config beyond its types: names, formats, the routes
+between datasets and heads, the image size and value ranges (one line per problem,
+naming the key)."""
+from typing import TYPE_CHECKING
+
+from effdet_tf.anchors import check_image_size
+from effdet_tf.errors import ConfigError
+from effdet_tf.names import check_kind, check_name
+
+if TYPE_CHECKING:  # the config module imports this one
+    from effdet_tf.config import ExperimentConfig
+
+FORMATS = ("coco",)
+
+
+def _check_datasets(cfg: "ExperimentConfig") -> None:
+    if not cfg.data.datasets:
+        raise ConfigError("data.datasets: at least one dataset is needed")
+    for i, dataset in enumerate(cfg.data.datasets):
+        check_name(dataset.name, f"data.datasets[{i}].name")
+        if dataset.format not in FORMATS:
+            raise ConfigError(f"data.datasets[{i}].format: {dataset.format!r} is not one of "
+                              f"{', '.join(FORMATS)}")
+        if not dataset.root:
+            raise ConfigError(f"data.datasets[{i}].root: empty")
+        if dataset.weight <= 0:
+            raise ConfigError(f"data.datasets[{i}].weight: must be > 0")
+    names = [d.name for d in cfg.data.datasets]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"data.datasets: names must be unique, got {names}")
+
+
+def _check_heads(cfg: "ExperimentConfig") -> None:
+    names = cfg.head_names
+    for i, head in enumerate(cfg.heads):
+        check_name(head.name, f"heads[{i}].name")
+        check_kind(head.kind, f"heads[{i}] ({head.name})")
+        if head.classes is not None and (not head.classes
+                                         or len(set(head.classes)) != len(head.classes)):
+            raise ConfigError(f"heads[{i}].classes: must be unique class names, or null")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"heads: names must be unique, got {names}")
+    for i, dataset in enumerate(cfg.data.datasets):
+        unknown = [h for h in cfg.dataset_heads(dataset) if h not in names]
+        if unknown:
+            hint = ("add `heads: [<head>, ...]` to it" if not dataset.heads
+                    else "fix the name or add the head to `heads:`")
+            raise ConfigError(f"data.datasets[{i}].heads: head '{unknown[0]}' is not in "
+                              f"heads ({', '.join(names)}); {hint}")
+    kinds = {h.name: h.kind for h in cfg.head_configs}
+    for i, dataset in enumerate(cfg.data.datasets):
+        detectors = [h for h in cfg.dataset_heads(dataset) if kinds[h] == "detection"]
+        if len(detectors) != 1:
+            raise ConfigError(f"data.datasets[{i}].heads: a {dataset.format} dataset's boxes "
+                              f"train exactly one detection head, got {detectors or 'none'}")
+    for head in names:
+        if not cfg.head_datasets(head):
+            raise ConfigError(f"heads: no dataset labels head '{head}' (list it in a "
+                              "dataset's `heads:`)")
+    extra = sorted(set(cfg.model.head_loss_weights or {}) - set(names))
+    if extra:
+        raise ConfigError(f"model.head_loss_weights: '{extra[0]}' is not a head "
+                          f"(heads: {', '.join(names)})")
+
+
+def check_config(cfg: "ExperimentConfig") -> None:
+    """Checks what the types alone do not: names, formats, routes, sizes, ranges.
+
+    Raises:
+        ConfigError: the first problem, naming its key.
+    """
+    _check_datasets(cfg)
+    _check_heads(cfg)
+    try:
+        check_image_size(cfg.data.image_size)
+    except ConfigError as err:
+        raise ConfigError(f"data.image_size: {err}") from err
+    for key in ("epochs", "batch_size"):
+        if getattr(cfg.train, key) <= 0:
+            raise ConfigError(f"train.{key}: must be > 0")
+    if not 0.0 <= cfg.train.bn_momentum < 1.0:
+        raise ConfigError(f"train.bn_momentum: {cfg.train.bn_momentum} must be in [0, 1)")
+    for key in ("augment.close_mosaic", "train.precise_bn_steps", "train.refresh_bn_steps"):
+        section, field = key.split(".")
+        if getattr(getattr(cfg, section), field) < 0:
+            raise ConfigError(f"{key}: must be >= 0")
