@@ -16,7 +16,7 @@ from effdet_tf.anchors import check_image_size
 from effdet_tf.errors import ConfigError, ExportError
 
 IMAGES_KEY = "images"
-RAW_KEYS = ("class_logits", "box_deltas")
+RAW_KEYS = ("class_logits", "box_deltas")  # the raw outputs of a detection head
 WEIGHT_CHOICES = ("best", "last", "final")
 
 
@@ -103,6 +103,8 @@ class DetectionGraph:
                  with_names: bool = True, with_raw: bool = False) -> None:
         self.model = model
         self.head_names: List[str] = list(model.head_names)
+        self.detection_heads: List[str] = [spec.name for spec in model.head_specs
+                                           if spec.kind == "detection"]
         self.class_names = {head: [str(n) for n in class_names[head]]
                             for head in self.head_names}
         self.image_size = int(model.image_size)
@@ -126,7 +128,7 @@ class DetectionGraph:
     def _raw_outputs(self, frames: tf.Tensor) -> Dict[str, Dict[str, tf.Tensor]]:
         """Runs the detector in inference mode; float32 outputs per head."""
         outputs = self.model(frames, training=False)
-        return {head: {key: tf.cast(outputs[head][key], tf.float32) for key in RAW_KEYS}
+        return {head: {key: tf.cast(value, tf.float32) for key, value in outputs[head].items()}
                 for head in self.head_names}
 
     def raw(self, images: tf.Tensor) -> Dict[str, tf.Tensor]:
@@ -140,7 +142,7 @@ class DetectionGraph:
         """
         outputs = self._raw_outputs(tf.cast(images, tf.float32))
         return {f"{head}_{key}": outputs[head][key]
-                for head in self.head_names for key in RAW_KEYS}
+                for head in self.head_names for key in outputs[head]}
 
     def detect(self, images: tf.Tensor) -> Dict[str, tf.Tensor]:
         """Detections of every head, in input-image pixels.
@@ -168,8 +170,8 @@ class DetectionGraph:
             for key, value in heads[head].serving_outputs(raw[head], context).items():
                 result[f"{head}_{key}"] = value
             if self.with_raw:
-                for key in RAW_KEYS:
-                    result[f"{head}_{key}"] = raw[head][key]
+                for key, value in raw[head].items():
+                    result[f"{head}_{key}"] = value
         return result
 
     def detect_function(self) -> tf.types.experimental.GenericFunction:

@@ -106,7 +106,7 @@ def smoke_test(path: str, graph: DetectionGraph) -> None:
         raise ExportError(f"the converted model does not run in ONNX Runtime "
                           f"({type(err).__name__}: {err}); see the tf2onnx log above for "
                           "unsupported operations") from err
-    expected = {f"{head}_boxes": (2, graph.max_detections, 4) for head in graph.head_names}
+    expected = {f"{head}_boxes": (2, graph.max_detections, 4) for head in graph.detection_heads}
     got = dict(zip(names, values))
     for name, shape in expected.items():
         if name not in got or tuple(got[name].shape) != shape:

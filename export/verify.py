@@ -191,8 +191,8 @@ class Backends:
             raise ExportError(f"cannot load {onnx_path} in ONNX Runtime: {err}") from err
         self.onnx_names = [out.name for out in self.session.get_outputs()]
         self.onnx_input = self.session.get_inputs()[0].name
-        heads = graph.head_names
-        needed = [f"{h}_{k}" for h in heads for k in RAW_KEYS + ("boxes", "num_detections")]
+        needed = [f"{h}_{k}" for h in graph.detection_heads
+                  for k in RAW_KEYS + ("boxes", "num_detections")]
         missing = [name for name in needed if name not in self.onnx_names]
         if missing:
             raise ExportError(f"{onnx_path} lacks outputs {missing} (not exported from this "
@@ -216,7 +216,7 @@ class Backends:
                               iou_threshold=graph.iou_threshold,
                               max_detections=graph.max_detections)
         result = {}
-        for head in graph.head_names:
+        for head in graph.detection_heads:
             count = int(found[head]["num_detections"][0])
             boxes = unletterbox(found[head]["boxes"][0, :count], scale_xy, pad_xy,
                                 image.shape[:2]).numpy()
@@ -250,16 +250,17 @@ def compare(backends: Backends, images: Sequence[np.ndarray]) -> List[Row]:
             diff = float(np.max(np.abs(values[name] - ref[name])))
             rows.append(Row(f"raw {name}", backend, f"max |diff| {diff:.2e}",
                             diff <= RAW_TOLERANCE))
-    total = {head: 0 for head in graph.head_names}
+    heads = graph.detection_heads  # the detections compared; raw outputs cover every head
+    total = {head: 0 for head in heads}
     for index, image in enumerate(images):
         ref_det = backends.keras_detections(image)
         batch = tf.constant(image[None])
         outputs = {
             "saved_model": _split({k: v.numpy() for k, v in
-                                   backends.serving(images=batch).items()}, graph.head_names),
-            "onnx": _split(backends.onnx(image[None]), graph.head_names),
+                                   backends.serving(images=batch).items()}, heads),
+            "onnx": _split(backends.onnx(image[None]), heads),
         }
-        for head in graph.head_names:
+        for head in heads:
             total[head] += len(ref_det[head][0])
             for backend, found in outputs.items():
                 text, ok = match_detections(ref_det[head], found[head])
@@ -267,7 +268,7 @@ def compare(backends: Backends, images: Sequence[np.ndarray]) -> List[Row]:
                                 f"({image.shape[1]}x{image.shape[0]})", backend, text, ok))
     for head, count in total.items():
         rows.append(Row(f"keras detections {head} (all images)", "keras", str(count), True))
-    rows.extend(saturation_notes(ref, graph.head_names, graph.max_detections))
+    rows.extend(saturation_notes(ref, heads, graph.max_detections))
     return rows
 
 
