@@ -108,3 +108,21 @@ def test_close_mosaic_switches_mixing_for_the_last_epochs():
     short = Recorder()
     CloseMosaic(short, epochs=4, close_epochs=10).on_epoch_begin(0)
     assert short.states == [False]
+
+
+def test_benchmark_recipe_budget_and_table(tmp_path):
+    """The recipe budget is fixed, the peer is quoted, ours get ratios and seed spread."""
+    from train.benchmark_recipe import budget_config, run_benchmark, table  # pylint: disable=import-outside-toplevel
+
+    cfg = budget_config("two_head", 1, "/data", str(tmp_path), ["train.epochs=2"])
+    assert [d.root for d in cfg.data.datasets] == ["/data/fruits", "/data/household"]
+    assert (cfg.data.image_size, cfg.train.batch_size, cfg.train.epochs) == (128, 16, 2)
+    assert cfg.run_path == str(tmp_path / "two_head_s1") and cfg.train.seed == 1
+    runs = [{"metrics": {"household": {"AP": ap, "AP50": 0.6, "AP75": 0.3, "AR100": 0.5}}}
+            for ap in (0.30, 0.34)]
+    text = table({"household": runs}, [])
+    assert "| YOLOv8s (ultralytics 8.4.190) | household | household | 1 | 0.260 |" in text
+    assert "| effdet_tf | household | household | 2 | 0.320 ± 0.028 |" in text
+    assert text.rstrip().endswith("| 1.23 |")  # 0.32 / 0.26
+    assert not run_benchmark(["fruits"], [0], data_root="/data", out_dir=str(tmp_path),
+                             report_only=True)

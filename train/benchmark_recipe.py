@@ -102,8 +102,8 @@ def table(results: Dict[str, List[Dict[str, Any]]], overrides: Sequence[str]) ->
 
 
 def run_benchmark(runs: Sequence[str], seeds: Sequence[int], *, data_root: str,
-                  out_dir: str, overrides: Sequence[str] = (),
-                  verbose: int = 2) -> Dict[str, List[Dict[str, Any]]]:
+                  out_dir: str, overrides: Sequence[str] = (), verbose: int = 2,
+                  report_only: bool = False) -> Dict[str, List[Dict[str, Any]]]:
     """Trains (or reuses) every run for every seed, then writes and prints the table.
 
     Args:
@@ -113,6 +113,7 @@ def run_benchmark(runs: Sequence[str], seeds: Sequence[int], *, data_root: str,
         out_dir: benchmark folder.
         overrides: `key=value` config changes for every run.
         verbose: Keras verbosity of each training.
+        report_only: train nothing; tabulate the runs that have finished.
 
     Returns:
         Run name -> the summaries of its seeds.
@@ -124,8 +125,13 @@ def run_benchmark(runs: Sequence[str], seeds: Sequence[int], *, data_root: str,
     os.makedirs(out_dir, exist_ok=True)
     results: Dict[str, List[Dict[str, Any]]] = {run: [] for run in runs}
     for index, ((run, seed), cfg) in enumerate(configs.items(), start=1):
+        finished = os.path.isfile(os.path.join(cfg.run_path, "summary.json"))
+        if report_only and not finished:
+            print(f"[{index}/{len(configs)}] {run}, seed {seed}: not run yet ({cfg.run_path})")
+            continue
         print(f"[{index}/{len(configs)}] {run}, seed {seed} -> {cfg.run_path}", flush=True)
         results[run].append(train_or_reuse(cfg, verbose))
+    results = {run: found for run, found in results.items() if found}
     text = table(results, overrides)
     with open(os.path.join(out_dir, "recipe.md"), "w", encoding="utf-8") as stream:
         stream.write(text)
@@ -148,9 +154,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--tag", default="defaults",
                         help="name of this variant; runs go to <out>/<tag>")
     parser.add_argument("--out", default=os.path.join("runs", "benchmark_recipe"))
+    parser.add_argument("--report", action="store_true",
+                        help="train nothing: the table of the runs that have finished")
     args = parser.parse_args(argv)
     run_benchmark(args.runs, args.seeds, data_root=args.data_root,
-                  out_dir=os.path.join(args.out, args.tag), overrides=args.set)
+                  out_dir=os.path.join(args.out, args.tag), overrides=args.set,
+                  report_only=args.report)
     return 0
 
 
