@@ -68,6 +68,7 @@ def test_fit_writes_everything(finished_run):
     metrics = json.loads((run / "eval_test/metrics_test.json").read_text(encoding="utf-8"))
     assert set(metrics) == {"shapes", "signs"}
     assert all(m["num_images"] == 8 for m in metrics.values())
+    assert "heads: shapes (detection) <- shapes; signs (detection) <- signs" in stdout
     assert "COCO metrics on each head's own test split" in stdout
     assert "shapes" in stdout and "signs" in stdout
 

@@ -192,6 +192,10 @@ def run_training(cfg: ExperimentConfig, *, overwrite: bool = False, evaluate: bo
     print(f"strategy: {dist.name}, {dist.num_replicas} replica(s), global batch "
           f"{cfg.train.batch_size} = {cfg.train.batch_size // dist.num_replicas} per replica")
     print("config:\n" + dump_config(cfg))
+    print("heads: " + "; ".join(
+        f"{h.name} ({h.kind}) <- " + ", ".join(cfg.data.datasets[i].name
+                                              for i in cfg.head_datasets(h.name))
+        for h in cfg.head_configs))
     keras.utils.set_random_seed(cfg.train.seed)
     if cfg.train.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
