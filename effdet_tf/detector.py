@@ -1,4 +1,4 @@
-"""The N-head EfficientDet-D0 detector: backbone -> BiFPN -> one head per dataset."""
+"""The multi-head EfficientDet-D0 model: backbone -> BiFPN -> one head per task (kind)."""
 import copy
 import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
