@@ -106,3 +106,16 @@ def test_routes_add_the_head_mask_of_each_example(configs):
     val, _ = build_eval_dataset(configs[1], 1, split="val", image_size=32, max_boxes=4,
                                 batch_size=2, routes=routes)
     np.testing.assert_array_equal(next(iter(val))["head_mask"].numpy(), [[0, 1], [0, 1]])
+
+
+def test_batches_follow_the_batch_schema(configs):
+    """Every key a training batch carries has the dtype and rank the schema declares."""
+    from effdet_tf.batch_schema import FIELDS  # pylint: disable=import-outside-toplevel
+
+    ds = build_train_dataset(configs, image_size=32, max_boxes=6, batch_size=4, seed=0,
+                             routes=[[1.0, 0.0], [0.0, 1.0]])
+    batch = next(iter(ds))
+    assert set(batch) == set(FIELDS)
+    for key, field in FIELDS.items():
+        assert batch[key].dtype.name == field.dtype, key
+        assert batch[key].shape.rank == len(field.shape), key

@@ -1,6 +1,8 @@
 """Datasets for training and evaluation, built from an experiment config."""
+import functools
 import json
 import math
+import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import tensorflow as tf
@@ -43,6 +45,7 @@ def dataset_class_names(cfg: ExperimentConfig) -> List[Optional[List[str]]]:
     `classes`), so its own categories are read in their own order.
     """
     heads = {h.name: h for h in cfg.head_configs}
+    table: Optional[Dict[str, Dict[str, List[Any]]]] = None  # read only when needed, once
     lists: List[Optional[List[str]]] = []
     for index, dataset in enumerate(cfg.data.datasets):
         head = next(heads[h] for h in cfg.dataset_heads(dataset)
@@ -52,17 +55,28 @@ def dataset_class_names(cfg: ExperimentConfig) -> List[Optional[List[str]]]:
         elif cfg.head_datasets(head.name)[0] == index:
             lists.append(None)
         else:
-            lists.append(class_table(cfg)[head.name]["names"])
+            table = table or class_table(cfg)
+            lists.append(table[head.name]["names"])
     return lists
 
 
 def count_images(dataset: DatasetConfig, split: str) -> int:
-    """Number of images listed in a split's annotation file.
+    """Number of images listed in a split's annotation file (each file read once).
 
     Raises:
         DataError: the file is not readable JSON with an `images` list.
     """
     ann, _ = dataset.paths(split)
+    try:
+        return _count_images(ann, os.path.getmtime(ann))
+    except OSError as err:
+        raise DataError(f"{ann}: cannot count images ({err})") from err
+
+
+@functools.lru_cache(maxsize=64)
+def _count_images(ann: str, mtime: float) -> int:
+    """`count_images` of one file version (`mtime` keys the cache)."""
+    del mtime
     try:
         with open(ann, encoding="utf-8") as stream:
             return len(json.load(stream)["images"])

@@ -121,21 +121,22 @@ def folder_megabytes(folder: str) -> float:
 
 
 def _finish(cfg: ExperimentConfig, detector: Any, classes: Dict[str, Any],
-            summary: Dict[str, Any], *, evaluate: bool) -> Dict[str, Any]:
+            summary: Dict[str, Any], *, evaluate: bool, clean_images: Any) -> Dict[str, Any]:
+    # clean_images: the run's tf.data stream of clean training images (a fresh iterator
+    # of it starts from its first batch).
     """After training: precise BN, final model, learning curves, test metrics, summary.
 
     Returns:
         `summary`, completed with the per-head test metrics.
     """
     # pylint: disable=import-outside-toplevel  # keep `--help` fast
-    from train import data as data_lib
     from train.evaluate import evaluate_model, format_table
     from train.plots import plot_learning_curves
     from train.precise_bn import recalibrate_batchnorm
     from train.run_dir import MODEL_FILE
 
     run = summary["run"]
-    recalibrated = recalibrate_batchnorm(detector, iter(data_lib.clean_train_images(cfg)),
+    recalibrated = recalibrate_batchnorm(detector, iter(clean_images),
                                          steps=cfg.train.precise_bn_steps)
     if recalibrated:
         print(f"precise BN: statistics re-estimated over {recalibrated} batches")
@@ -220,9 +221,12 @@ def run_training(cfg: ExperimentConfig, *, overwrite: bool = False, evaluate: bo
         trainer.optimizer.build(trainer.trainable_variables)
     callbacks, ckpt, guard, speed = _callbacks(cfg, run, detector, steps, resuming,
                                                 verbose)
+    # One dataset of clean training images (its sources read and probed once) serves the
+    # BN refresh before each validation and, from its start again, precise BN at the end.
+    clean_images = data_lib.clean_train_images(cfg)
     if cfg.train.refresh_bn_steps > 0:
-        callbacks.insert(0, cbs.RefreshBatchNorm(
-            detector, iter(data_lib.clean_train_images(cfg)), cfg.train.refresh_bn_steps))
+        callbacks.insert(0, cbs.RefreshBatchNorm(detector, iter(clean_images),
+                                                 cfg.train.refresh_bn_steps))
     if augmenter is not None and cfg.augment.close_mosaic > 0:
         callbacks.insert(0, cbs.CloseMosaic(augmenter, cfg.train.epochs,
                                             cfg.augment.close_mosaic))
@@ -243,7 +247,8 @@ def run_training(cfg: ExperimentConfig, *, overwrite: bool = False, evaluate: bo
         "run": run, "train_seconds": round(seconds, 1),
         "epochs_run": len(history.history.get("loss", [])), "steps_per_epoch": steps,
         "images_per_second": round(speed.images_per_second, 2), "best_epoch": ckpt.best_epoch}
-    return _finish(cfg, detector, classes, summary, evaluate=evaluate)
+    return _finish(cfg, detector, classes, summary, evaluate=evaluate,
+                   clean_images=clean_images)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
