@@ -112,8 +112,8 @@ def plot_learning_curves(csv_path: str, png_path: str, title: str = "") -> str:
     for ax in flat[len(panels):]:
         ax.set_visible(False)
     fig.suptitle(title or os.path.basename(os.path.dirname(csv_path)))
-    fig.text(0.99, 0.005, "val: inference mode, running BN statistics (precise BN and the "
-             "test metrics come after training)", ha="right", va="bottom", fontsize=8,
+    fig.text(0.99, 0.005, "val: inference mode, BN statistics re-estimated at the epoch's weights "
+             "(train.refresh_bn_steps)", ha="right", va="bottom", fontsize=8,
              color="0.35")
     fig.tight_layout(rect=(0.0, 0.02, 1.0, 1.0))
     os.makedirs(os.path.dirname(png_path) or ".", exist_ok=True)
