@@ -11,10 +11,10 @@ from pycocotools.coco import COCO
 
 from effdet_tf.errors import DataError
 from data_pipelines import validate as val
-from data_pipelines.decode import (ImageInfo, decode_oriented, decoder_branch, keep_largest,
-                                   letterbox, transform_boxes)
+from data_pipelines.decode import (ImageInfo, decoder_branch, keep_largest, slice_dataset,
+                                   transform_boxes)
 
-ON_CORRUPT = ("fail", "skip")
+ON_CORRUPT = val.ON_CORRUPT
 MIN_BOX_SIDE = 1e-3
 
 
@@ -129,13 +129,12 @@ class CocoSource:
             DataError: listing every problem.
             ValueError: `on_corrupt` is not "fail" or "skip".
         """
-        if on_corrupt not in ON_CORRUPT:
-            raise ValueError(f"on_corrupt must be one of {ON_CORRUPT}, not {on_corrupt!r}")
-        problems = self.problems(check_images=True)
-        fatal = [p for p in problems
-                 if p.kind == "error" or (p.kind == "corrupt" and on_corrupt == "fail")]
-        val.raise_if_problems(fatal, self.annotation_file)
-        return [p.image_id for p in problems if p.kind == "corrupt"]
+        return val.corrupt_to_skip(self.problems(check_images=True), on_corrupt,
+                                   self.annotation_file)
+
+    def labelled_images(self) -> int:
+        """Number of images with at least one box of the head's classes."""
+        return len(self._annotations_by_image())
 
     def _annotations_by_image(self) -> Dict[int, List[Dict[str, Any]]]:
         cat_index = {cid: i for i, cid in enumerate(self.category_ids)}
@@ -227,20 +226,10 @@ class CocoSource:
         table = self._examples(image_size, max_boxes, skip_ids)
         dataset_id = tf.constant(self.dataset_id, tf.int32)
 
-        def load(ex: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
-            image = decode_oriented(ex["path"], ex["orientation"], ex["branch"])
-            image, scale_xy, pad_xy = letterbox(image, ex["orig_size"], image_size)
-            out = {"images": image,
-                   "boxes": transform_boxes(ex["boxes"], scale_xy, pad_xy),
-                   "classes": ex["classes"], "dataset_id": dataset_id}
-            if with_meta:
-                out.update(image_id=ex["image_id"], scale=scale_xy[0], pad=pad_xy,
-                           orig_size=ex["orig_size"])
-            return out
+        def labels(row: Dict[str, tf.Tensor], scale_xy: tf.Tensor,
+                   pad_xy: tf.Tensor) -> Dict[str, tf.Tensor]:
+            return {"boxes": transform_boxes(row["boxes"], scale_xy, pad_xy),
+                    "classes": row["classes"], "dataset_id": dataset_id}
 
-        ds = tf.data.Dataset.from_tensor_slices(table)
-        if shuffle:
-            ds = ds.shuffle(len(table["path"]), seed=seed, reshuffle_each_iteration=True)
-        if repeat:
-            ds = ds.repeat()
-        return ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return slice_dataset(table, image_size, labels, with_meta=with_meta, shuffle=shuffle,
+                             seed=seed, repeat=repeat)

@@ -6,7 +6,7 @@ to catch corrupt files. The TensorFlow side (`decode_oriented`, `letterbox`) run
 `tf.data` maps with no Python per example.
 """
 import dataclasses
-from typing import Any, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -233,3 +233,40 @@ def keep_largest(boxes: np.ndarray, max_boxes: int) -> np.ndarray:
     area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     order = np.argsort(-area, kind="stable")[:max_boxes]
     return np.sort(order)
+
+
+def slice_dataset(table: Dict[str, Any], image_size: int,
+                  labels: Callable[[Dict[str, tf.Tensor], tf.Tensor, tf.Tensor], Dict[str, Any]],
+                  *, with_meta: bool, shuffle: bool, seed: int,
+                  repeat: bool) -> tf.data.Dataset:
+    """The examples of a source: its per-image arrays sliced, shuffled, repeated, loaded.
+
+    Args:
+        table: per-image arrays as `from_tensor_slices` takes: `path`, `orientation`,
+            `branch`, `orig_size`, `image_id` and the source's label arrays.
+        image_size: side `S` of the letterboxed images.
+        labels: `labels(row, scale_xy, pad_xy)` -> the example's label keys.
+        with_meta: add `image_id`, `scale`, `pad`, `orig_size`.
+        shuffle: shuffle the images (reshuffled every epoch).
+        seed: shuffle seed.
+        repeat: repeat forever.
+
+    Returns:
+        The `tf.data.Dataset` of examples (`images` uint8 `[S, S, 3]` and the labels),
+        loaded in parallel and in order.
+    """
+    def load(row: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+        image = decode_oriented(row["path"], row["orientation"], row["branch"])
+        image, scale_xy, pad_xy = letterbox(image, row["orig_size"], image_size)
+        out = {"images": image, **labels(row, scale_xy, pad_xy)}
+        if with_meta:
+            out.update(image_id=row["image_id"], scale=scale_xy[0], pad=pad_xy,
+                       orig_size=row["orig_size"])
+        return out
+
+    ds = tf.data.Dataset.from_tensor_slices(table)
+    if shuffle:
+        ds = ds.shuffle(len(table["path"]), seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
+    return ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

@@ -5,32 +5,28 @@ import tensorflow as tf
 
 from effdet_tf import batch_schema as schema
 from effdet_tf.errors import DataError, report_once
-from data_pipelines.coco import CocoSource
 from data_pipelines.mixing import mix_datasets
+from data_pipelines.sources import Source, complete_example, open_source, source_file
 from data_pipelines.validate import format_problems
 
 ClassLists = Optional[Sequence[Optional[List[str]]]]
 Routes = Optional[Sequence[Sequence[float]]]
+LabelHeads = Optional[Dict[str, int]]
 Augmenter = Callable[[Dict[str, tf.Tensor], tf.Tensor], Dict[str, tf.Tensor]]
 
 
-def _paths(dataset: Any, split: str) -> Tuple[str, str]:
-    """`(annotation_file, image_dir)` of a dataset config's split."""
-    return dataset.paths(split)
-
-
 def build_sources(datasets: Sequence[Any], split: str, *, on_corrupt: str = "fail",
-                  validate: bool = True, class_names: ClassLists = None) -> List[CocoSource]:
-    """Opens one `CocoSource` per dataset config (dataset id = position) and validates all.
+                  validate: bool = True, class_names: ClassLists = None) -> List[Source]:
+    """Opens one source per dataset config (dataset id = position) and validates all.
 
     Args:
-        datasets: objects with `name` and `paths(split) -> (annotation_file, image_dir)`
-            (`effdet_tf.config.DatasetConfig`).
+        datasets: dataset configs (`effdet_tf.config.DatasetConfig`: `name`, `format`,
+            `root` and the format's keys).
         split: "train", "val" or "test".
         on_corrupt: "fail" counts corrupt images as problems; "skip" tolerates them.
-        validate: check every json and image file up front.
-        class_names: per dataset, the class list of the detection head it trains (None:
-            its own categories); see `CocoSource`.
+        validate: check every annotation and image file up front.
+        class_names: per dataset, the class list of the head it trains (None: its own
+            classes); see `data_pipelines.sources.open_source`.
 
     Returns:
         The sources, in order.
@@ -40,15 +36,15 @@ def build_sources(datasets: Sequence[Any], split: str, *, on_corrupt: str = "fai
     """
     sources, messages, failed = [], [], []
     for i, dataset in enumerate(datasets):
-        ann, image_dir = _paths(dataset, split)
         try:
-            source = CocoSource(dataset.name, ann, image_dir, dataset_id=i,
-                                class_names=class_names[i] if class_names else None)
+            source = open_source(dataset, split, dataset_id=i,
+                                 class_names=class_names[i] if class_names else None)
         except DataError as err:
             messages.append(str(err))
-            failed.append(ann)
+            failed.append(dataset.name)
             continue
         sources.append(source)
+        ann = source_file(source)
         if validate:
             found = source.problems(check_images=True)
             for problem in found:
@@ -66,7 +62,8 @@ def build_sources(datasets: Sequence[Any], split: str, *, on_corrupt: str = "fai
 
 
 def _select_train_keys(batch: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
-    return {k: batch[k] for k in schema.EXAMPLE_KEYS}
+    return {k: v for k, v in batch.items()
+            if k in schema.EXAMPLE_KEYS or schema.is_image_label_key(k)}
 
 
 def add_head_mask(batch: Dict[str, tf.Tensor], routes: Routes) -> Dict[str, tf.Tensor]:
@@ -82,8 +79,9 @@ def build_train_dataset(  # pylint: disable=too-many-arguments  # keyword-only s
         seed: int, weights: Optional[Sequence[float]] = None,
         one_dataset_per_batch: bool = False, augmenter: Optional[Augmenter] = None,
         split: str = "train", on_corrupt: str = "fail", validate: bool = True,
-        class_names: ClassLists = None, routes: Routes = None) -> tf.data.Dataset:
-    """Infinite batched raw batches mixed from several COCO datasets.
+        class_names: ClassLists = None, routes: Routes = None,
+        label_heads: LabelHeads = None) -> tf.data.Dataset:
+    """Infinite batched raw batches mixed from several datasets of any format.
 
     Args:
         datasets: dataset configs (`name`, `paths(split)`, optional `weight`).
@@ -102,10 +100,12 @@ def build_train_dataset(  # pylint: disable=too-many-arguments  # keyword-only s
             each source still checks itself (and raises) as its pipeline is built.
         class_names: see `build_sources`.
         routes: `[datasets][heads]` 0/1 table; adds `head_mask` (None: no mask).
+        label_heads: `{head: classes}` of the image-level heads: every example gets their
+            `labels/<head>` and `label_mask/<head>` (zero where its source has none).
 
     Returns:
-        A dataset of dicts with `images`, `boxes`, `classes`, `dataset_id` (and
-        `head_mask` with `routes`).
+        A dataset of dicts with `images`, `boxes`, `classes`, `dataset_id`, the label
+        keys of `label_heads` (and `head_mask` with `routes`).
 
     Raises:
         DataError: listing every problem of every dataset.
@@ -114,9 +114,10 @@ def build_train_dataset(  # pylint: disable=too-many-arguments  # keyword-only s
                             class_names=class_names)
     if weights is None:
         weights = [float(getattr(d, "weight", 1.0)) for d in datasets]
+    label_heads = dict(label_heads or {})
     per_source = [
         src.dataset(image_size, max_boxes, shuffle=True, seed=seed + 1000 * i, repeat=True,
-                    on_corrupt=on_corrupt).map(_select_train_keys)
+                    on_corrupt=on_corrupt).map(lambda ex: complete_example(ex, label_heads))
         for i, src in enumerate(sources)]
     ds = mix_datasets(per_source, weights=weights, seed=seed, batch_size=batch_size,
                       one_dataset_per_batch=one_dataset_per_batch)
@@ -136,31 +137,33 @@ def build_train_dataset(  # pylint: disable=too-many-arguments  # keyword-only s
 
 def build_eval_dataset(dataset: Any, dataset_id: int, *, split: str, image_size: int,
                        max_boxes: int, batch_size: int, class_names: Optional[List[str]] = None,
-                       routes: Routes = None) -> Tuple[tf.data.Dataset, CocoSource]:
+                       routes: Routes = None,
+                       label_heads: LabelHeads = None) -> Tuple[tf.data.Dataset, Source]:
     """A finite, ordered evaluation pipeline of one dataset (every image once, with meta).
 
     Args:
-        dataset: dataset config (`name`, `paths(split)`).
-        dataset_id: its index (head).
+        dataset: dataset config (`name`, `format`, ...).
+        dataset_id: its index in the config.
         split: split to read.
         image_size: model input side `S`.
         max_boxes: box rows per image.
         batch_size: examples per batch (the last batch may be smaller).
-        class_names: the class list of the detection head it trains (see `CocoSource`).
+        class_names: the class list of the head it trains (see `open_source`).
         routes: `[datasets][heads]` table; adds `head_mask` (None: no mask).
+        label_heads: see `build_train_dataset`.
 
     Returns:
         `(dataset, source)`: batches with the meta keys `image_id`, `scale`, `pad`,
-        `orig_size`, and the `CocoSource` (ground truth for COCO evaluation).
+        `orig_size`, and the source (its ground truth: a `CocoSource`'s COCO object, an
+        `ImageLabelSource`'s label arrays, indexed by `image_id`).
 
     Raises:
         DataError: listing every problem of the dataset.
     """
-    ann, image_dir = _paths(dataset, split)
-    source = CocoSource(dataset.name, ann, image_dir, dataset_id=dataset_id,
-                        class_names=class_names)
+    source = open_source(dataset, split, dataset_id=dataset_id, class_names=class_names)
+    label_heads = dict(label_heads or {})
     ds = source.dataset(image_size, max_boxes, shuffle=False, repeat=False, with_meta=True)
-    ds = ds.batch(batch_size)
+    ds = ds.map(lambda ex: complete_example(ex, label_heads, keep_meta=True)).batch(batch_size)
     if routes is not None:
         ds = ds.map(lambda batch: add_head_mask(batch, routes))
     return ds.prefetch(tf.data.AUTOTUNE), source

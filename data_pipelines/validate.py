@@ -13,6 +13,7 @@ REQUIRED_KEYS = ("images", "annotations", "categories")
 # Problem kinds: "error" always fails; "corrupt" fails or is skipped (on_corrupt);
 # "warning" is reported and never fails.
 KINDS = ("error", "corrupt", "warning")
+ON_CORRUPT = ("fail", "skip")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -270,6 +271,29 @@ def format_problems(problems: Sequence[Any], annotation_file: str) -> str:
     lines = [f"{len(problems)} {noun} in {annotation_file}"]
     lines += [f"  - {p}" for p in problems]
     return "\n".join(lines)
+
+
+def corrupt_to_skip(problems: Sequence[Problem], on_corrupt: str, origin: str) -> List[Any]:
+    """Raises on the fatal problems of a source; returns the images to skip.
+
+    Args:
+        problems: every problem of the source.
+        on_corrupt: "fail" (a corrupt image is fatal) or "skip" (it is left out).
+        origin: the file named in the error.
+
+    Returns:
+        The `image_id` of every corrupt image.
+
+    Raises:
+        DataError: listing every error (and corrupt image, with "fail").
+        ValueError: `on_corrupt` is not "fail" or "skip".
+    """
+    if on_corrupt not in ON_CORRUPT:
+        raise ValueError(f"on_corrupt must be one of {ON_CORRUPT}, not {on_corrupt!r}")
+    raise_if_problems([p for p in problems
+                       if p.kind == "error" or (p.kind == "corrupt" and on_corrupt == "fail")],
+                      origin)
+    return [p.image_id for p in problems if p.kind == "corrupt"]
 
 
 def raise_if_problems(problems: Sequence[Any], annotation_file: str) -> None:

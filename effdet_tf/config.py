@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import yaml
 
-from effdet_tf.config_checks import check_config
+from effdet_tf.config_checks import FORMAT_KINDS, check_config
 from effdet_tf.config_parse import build_dataclass, parse_overrides, set_path
 from effdet_tf.errors import ConfigError, report_once
 
@@ -43,17 +43,30 @@ class HeadConfig:
 
 
 @dataclasses.dataclass
-class DatasetConfig:
-    """One dataset (a source of labelled images) and the heads its labels train.
+class DatasetConfig:  # pylint: disable=too-many-instance-attributes  # one field per setting
+    """One dataset (a source of labelled images) and the head its labels train.
 
     Attributes:
         name: dataset name (a letter, then letters, digits, `_`).
-        format: how it is stored: "coco" (a COCO json per split and an image folder).
-        heads: names of the heads its labels train; null: the head named like the dataset
-            (made as a detection head when the config has no `heads:` section).
+        format: how it is stored, and so which head kind its labels train:
+            "coco" (boxes; a COCO json per split and an image folder: a detection head),
+            "image_folder" (`root/<split>/<class>/*`: a classification head) or
+            "table" (a CSV or parquet table and an image folder: a classification head
+            with `label_column`, else a multilabel head, one 0/1 column per tag).
+        heads: the head its labels train, as a one-name list; null: the head named like
+            the dataset (made with the format's kind when the config has no `heads:`).
         root: dataset folder; relative paths are relative to the working directory.
-        annotations: annotation file below `root`; `{split}` becomes train/val/test.
-        images: image folder below `root`.
+        annotations: coco: the annotation file below `root`; `{split}` becomes the split.
+        images: coco and table: the image folder below `root`.
+        table: table: the table file below `root` (.csv, .parquet); with `{split}` in it,
+            one file per split (and no split column).
+        id_column: table: the column naming each image, a path below `images` or a file
+            stem (`.jpg`, `.png`, ... is found).
+        label_column: table: the column holding each image's class name (a
+            classification head); empty: the table holds tags.
+        tag_columns: table without `label_column`: the 0/1 tag columns; null: every
+            numeric column but the id and split columns. Empty, NaN or -1: unknown.
+        split_column: table: the column holding each row's split (train, val, test).
         weight: how often each of its training images is drawn when datasets are mixed,
             relative to the others' (1.0: every image of every dataset equally often, so
             a dataset's share of the batches is its share of the images; 2.0 doubles it).
@@ -65,12 +78,28 @@ class DatasetConfig:
     root: str = ""
     annotations: str = "annotations/instances_{split}.json"
     images: str = "images"
+    table: str = ""
+    id_column: str = "id"
+    label_column: str = ""
+    tag_columns: Optional[List[str]] = None
+    split_column: str = "split"
     weight: float = 1.0
 
     def paths(self, split: str) -> Tuple[str, str]:
-        """Returns `(annotation_file, image_dir)` of a split."""
+        """Returns `(annotation_file, image_dir)` of a split (coco)."""
         ann = os.path.join(self.root, self.annotations.format(split=split))
         return ann, os.path.join(self.root, self.images)
+
+    def table_path(self, split: str) -> str:
+        """The table file of a split (table)."""
+        return os.path.join(self.root, self.table.format(split=split))
+
+    @property
+    def label_kind(self) -> str:
+        """The head kind its labels train: detection, classification or multilabel."""
+        if self.format == "table":
+            return "classification" if self.label_column else "multilabel"
+        return FORMAT_KINDS.get(self.format, "detection")
 
 
 @dataclasses.dataclass
@@ -209,7 +238,7 @@ class ExperimentConfig:
         """The heads in output order: the `heads:` section, or one detection head per dataset."""
         if self.heads:
             return list(self.heads)
-        return [HeadConfig(name=d.name) for d in self.data.datasets]
+        return [HeadConfig(name=d.name, kind=d.label_kind) for d in self.data.datasets]
 
     @property
     def head_names(self) -> List[str]:
@@ -349,12 +378,23 @@ def dump_config(cfg: ExperimentConfig) -> str:
     return yaml.safe_dump(config_to_dict(cfg), sort_keys=False, default_flow_style=False)
 
 
+def _split_paths(dataset: DatasetConfig, split: str) -> List[Tuple[str, str, bool]]:
+    """`(what, path, is_folder)` a dataset's split needs, by format."""
+    if dataset.format == "image_folder":
+        return [("split folder", os.path.join(dataset.root, split), True)]
+    if dataset.format == "table":
+        return [("table", dataset.table_path(split), False),
+                ("image folder", os.path.join(dataset.root, dataset.images), True)]
+    ann, images = dataset.paths(split)
+    return [("annotation file", ann, False), ("image folder", images, True)]
+
+
 def check_dataset_paths(cfg: ExperimentConfig, splits: Sequence[str] = ("train", "val")) -> None:
-    """Checks that every dataset folder, annotation file and image folder exists.
+    """Checks that every dataset folder and the files and folders of each split exist.
 
     Args:
         cfg: the experiment config.
-        splits: splits whose annotation files must exist.
+        splits: splits whose files must exist.
 
     Raises:
         ConfigError: the first missing path, naming the dataset and the path.
@@ -364,10 +404,7 @@ def check_dataset_paths(cfg: ExperimentConfig, splits: Sequence[str] = ("train",
             raise ConfigError(f"dataset '{dataset.name}': folder {dataset.root} does not exist "
                               f"(set data.datasets.{index}.root)")
         for split in splits:
-            ann, images = dataset.paths(split)
-            if not os.path.isfile(ann):
-                raise ConfigError(f"dataset '{dataset.name}': annotation file {ann} "
-                                  "does not exist")
-            if not os.path.isdir(images):
-                raise ConfigError(f"dataset '{dataset.name}': image folder {images} "
-                                  "does not exist")
+            for what, path, folder in _split_paths(dataset, split):
+                if not (os.path.isdir(path) if folder else os.path.isfile(path)):
+                    raise ConfigError(f"dataset '{dataset.name}': {what} {path} does not "
+                                      "exist")

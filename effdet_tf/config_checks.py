@@ -10,7 +10,9 @@ from effdet_tf.names import check_kind, check_name
 if TYPE_CHECKING:  # the config module imports this one
     from effdet_tf.config import ExperimentConfig
 
-FORMATS = ("coco",)
+# The head kind each dataset format's labels train ("table" holds classes or tags).
+FORMAT_KINDS = {"coco": "detection", "image_folder": "classification", "table": None}
+FORMATS = tuple(FORMAT_KINDS)
 
 
 def _check_datasets(cfg: "ExperimentConfig") -> None:
@@ -25,6 +27,12 @@ def _check_datasets(cfg: "ExperimentConfig") -> None:
             raise ConfigError(f"data.datasets[{i}].root: empty")
         if dataset.weight <= 0:
             raise ConfigError(f"data.datasets[{i}].weight: must be > 0")
+        if dataset.format == "table" and not dataset.table:
+            raise ConfigError(f"data.datasets[{i}].table: a table dataset needs its table "
+                              "file (.csv or .parquet below root)")
+        if dataset.format == "table" and dataset.label_column and dataset.tag_columns:
+            raise ConfigError(f"data.datasets[{i}]: set label_column (one class per image) "
+                              "or tag_columns (tags), not both")
     names = [d.name for d in cfg.data.datasets]
     if len(set(names)) != len(names):
         raise ConfigError(f"data.datasets: names must be unique, got {names}")
@@ -49,10 +57,12 @@ def _check_heads(cfg: "ExperimentConfig") -> None:
                               f"heads ({', '.join(names)}); {hint}")
     kinds = {h.name: h.kind for h in cfg.head_configs}
     for i, dataset in enumerate(cfg.data.datasets):
-        detectors = [h for h in cfg.dataset_heads(dataset) if kinds[h] == "detection"]
-        if len(detectors) != 1:
-            raise ConfigError(f"data.datasets[{i}].heads: a {dataset.format} dataset's boxes "
-                              f"train exactly one detection head, got {detectors or 'none'}")
+        heads = cfg.dataset_heads(dataset)
+        kind = dataset.label_kind
+        if len(heads) != 1 or kinds[heads[0]] != kind:
+            got = ", ".join(f"{h} ({kinds[h]})" for h in heads)
+            raise ConfigError(f"data.datasets[{i}].heads: dataset '{dataset.name}' "
+                              f"({dataset.format}) trains exactly one {kind} head, got {got}")
     for head in names:
         if not cfg.head_datasets(head):
             raise ConfigError(f"heads: no dataset labels head '{head}' (list it in a "

@@ -45,6 +45,7 @@ class DetectionHead(TaskHead):  # pylint: disable=abstract-method  # add_metric 
 
     loss_components = ("cls_loss", "box_loss")
     target_keys = (schema.BOXES, schema.CLASSES)
+    shared_arguments = ("channels", "num_layers", "box_loss")
 
     def __init__(self, *, num_classes: int, image_size: int, channels: int = 64,
                  num_layers: int = 3, box_loss: str = "huber", box_loss_weight=None,

@@ -135,7 +135,9 @@ class MultiHeadDetector(keras.Model):  # pylint: disable=abstract-method  # Kera
         head_layers_list = [build_head(spec, image_size=image_size, channels=fpn_channels,
                                        num_layers=head_layers, box_loss=box_loss)
                             for spec in specs]
-        outputs = {spec.name: head(pyramid) for spec, head in zip(specs, head_layers_list)}
+        sources = {"pyramid": list(pyramid), "backbone_c5": [features[-1]]}
+        outputs = {spec.name: head(sources[head.feature_source])
+                   for spec, head in zip(specs, head_layers_list)}
         super().__init__(inputs=images, outputs=outputs, **kwargs)
         self._pyramid = list(pyramid)
 

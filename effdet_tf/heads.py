@@ -83,11 +83,19 @@ class TaskHead(keras.layers.Layer):  # pylint: disable=abstract-method  # add_me
 
     loss_components: Tuple[str, ...] = ()
     target_keys: Tuple[str, ...] = ()
+    # The model-wide settings `build_head` passes to this kind (its options override them).
+    shared_arguments: Tuple[str, ...] = ("channels", "num_layers")
 
     def __init__(self, *, num_classes: int, image_size: int, **kwargs) -> None:
         super().__init__(**kwargs)
         self.num_classes = num_classes
         self.image_size = image_size
+
+    @property
+    def feature_source(self) -> str:
+        """What the detector feeds the head: "pyramid" (`[P3, ..., P7]`, the default) or
+        "backbone_c5" (`[C5]`, the backbone's last map)."""
+        return "pyramid"
 
     def compute_loss(self, y_true: dict, y_pred: dict, example_mask: TensorLike,
                      context: dict) -> Dict[str, object]:
@@ -174,6 +182,8 @@ def build_head(spec: HeadSpec, *, image_size: int, channels: int, num_layers: in
         num_layers: intermediate layers per net.
         box_loss: box loss of detection heads.
 
+    Only the shared arguments the kind lists in `shared_arguments` are passed to it.
+
     Returns:
         The head layer, named `spec.name`.
 
@@ -184,11 +194,13 @@ def build_head(spec: HeadSpec, *, image_size: int, channels: int, num_layers: in
         >>> build_head(HeadSpec("fruits", 3), image_size=512, channels=64, num_layers=3,
         ...            box_loss="huber")
     """
+    kind = head_class(spec.kind)
+    shared = {"channels": channels, "num_layers": num_layers, "box_loss": box_loss}
     arguments = {"num_classes": spec.num_classes, "image_size": image_size,
-                 "channels": channels, "num_layers": num_layers, "box_loss": box_loss,
+                 **{k: v for k, v in shared.items() if k in kind.shared_arguments},
                  **spec.options, "name": spec.name}
     try:
-        return head_class(spec.kind)(**arguments)
+        return kind(**arguments)
     except (TypeError, ValueError) as err:  # Keras: ValueError for unknown keywords
         raise ConfigError(f"head {spec.name!r} ({spec.kind}): bad options "
                           f"{spec.options!r}: {err}") from err

@@ -12,7 +12,11 @@ NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 # Head kind -> "module:class" of its `TaskHead`, imported when a model is built.
 HEAD_KINDS = {
     "detection": "effdet_tf.detection_head:DetectionHead",
+    "classification": "effdet_tf.classification_head:ClassificationHead",
+    "multilabel": "effdet_tf.multilabel_head:MultiLabelHead",
 }
+# Kinds that predict one label row per image (`labels/<head>`), not boxes.
+IMAGE_LEVEL_KINDS = ("classification", "multilabel")
 
 
 def check_name(name: object, what: str) -> str:

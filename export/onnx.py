@@ -12,7 +12,7 @@ the letterboxed frame (used by `export.verify`). NMS is `combined_non_max_suppre
 with one box per anchor shared by all classes (q = 1), which tf2onnx turns into ONNX
 `NonMaxSuppression`. Mish activations are rewritten into operations ONNX Runtime
 vectorises (`export.onnx_rewrite`). `<head>_classes.txt` files beside the ONNX file
-list the classes.
+list the classes; `preprocessing.json` the input the model expects (`export.sidecar`).
 
 tf2onnx logs unsupported operations instead of raising and writes an invalid file, so
 every export is loaded in ONNX Runtime and run once before it is renamed into place;
@@ -29,8 +29,8 @@ from effdet_tf.cli import make_parser, run_cli
 from effdet_tf.errors import ConfigError, ExportError
 from export.cli_args import add_output_args, add_run_args
 from export.graph import DetectionGraph, load_graph
-from export.io import (atomic_output, check_class_files, check_output, class_files,
-                       write_class_files)
+from export.io import atomic_output, check_class_files, check_output, write_class_files
+from export.sidecar import sidecar_files
 from export.onnx_rewrite import rewrite_mish
 
 DEFAULT_OPSET = 17
@@ -158,7 +158,7 @@ def write_onnx(graph: DetectionGraph, out: str, *, opset: int = DEFAULT_OPSET,
             does not run (nothing is left behind then).
     """
     check_opset(opset)
-    files = class_files(os.path.dirname(os.path.abspath(out)), graph.class_names)
+    files = sidecar_files(graph, os.path.dirname(os.path.abspath(out)))
     check_class_files(files, overwrite)
     with atomic_output(out, overwrite=overwrite) as tmp:
         convert(graph, tmp, opset)

@@ -12,7 +12,13 @@ Signatures:
     `raw`: `images` float32 `[B, S, S, 3]` in 0..255 (already letterboxed) ->
     `<head>_class_logits` `[B, A, C]`, `<head>_box_deltas` `[B, A, 4]`.
 
-`DIR/<head>_classes.txt` lists each head's class names, one a line, in class order.
+Classification heads add `<head>_probabilities` `[B, C]`, `<head>_top_classes` int32
+`[B, k]`, `<head>_top_scores` `[B, k]` and `<head>_top_names` string `[B, k]`;
+multilabel heads `<head>_probabilities` `[B, T]` and `<head>_tags` int32 `[B, T]` (at the
+thresholds saved in the model); `raw` gives their `<head>_logits`.
+
+`DIR/<head>_classes.txt` lists each head's class names, one a line, in class order;
+`DIR/preprocessing.json` the input the model expects (`export.sidecar`).
 """
 import argparse
 from typing import Optional, Sequence
@@ -23,7 +29,8 @@ from effdet_tf.cli import make_parser, run_cli
 from effdet_tf.errors import ExportError
 from export.cli_args import add_output_args, add_run_args
 from export.graph import DetectionGraph, load_graph
-from export.io import atomic_output, check_output, class_files
+from export.io import atomic_output, check_output
+from export.sidecar import sidecar_files
 
 SERVING_KEY = "serving_default"
 RAW_KEY = "raw"
@@ -54,7 +61,7 @@ def write_saved_model(graph: DetectionGraph, out: str, *, overwrite: bool = Fals
             tf.saved_model.save(module, tmp, signatures=signatures)
         except (ValueError, TypeError, RuntimeError) as err:
             raise ExportError(f"cannot write the SavedModel {out}: {err}") from err
-        for path, text in class_files(tmp, graph.class_names).items():
+        for path, text in sidecar_files(graph, tmp).items():
             with open(path, "w", encoding="utf-8") as stream:
                 stream.write(text)
     return out

@@ -8,9 +8,10 @@ Raw outputs are compared on identical letterboxed frames (the data pipeline's
 `letterbox`, fed as float32 to Keras and the SavedModel's `raw` signature, and as the
 uint8 `S x S` frame to ONNX, whose in-graph letterbox is then the identity). Final
 detections are compared on the images themselves, each backend letterboxing on its
-own. Exit 0 and a PASS table when raw outputs agree within 1e-4 and detections match
-(same count, IoU > 0.99 between matched boxes, same classes); exit 1 and the
-differing numbers otherwise.
+own; so are the classification and multilabel heads' probabilities, top-k classes and
+thresholded tags (`export.verify_labels`). Exit 0 and a PASS table when raw outputs
+agree within 1e-4, detections match (same count, IoU > 0.99 between matched boxes, same
+classes) and the image-level outputs agree; exit 1 and the differing numbers otherwise.
 """
 import argparse
 import dataclasses
@@ -28,6 +29,7 @@ from export.cli_args import add_run_args
 from export.graph import RAW_KEYS, DetectionGraph, load_graph
 from export.onnx import onnx_session
 from export.saved_model import RAW_KEY, SERVING_KEY
+from export.verify_labels import compare_labels, label_heads
 
 RAW_TOLERANCE = 1e-4
 MIN_IOU = 0.99
@@ -193,6 +195,7 @@ class Backends:
         self.onnx_input = self.session.get_inputs()[0].name
         needed = [f"{h}_{k}" for h in graph.detection_heads
                   for k in RAW_KEYS + ("boxes", "num_detections")]
+        needed += [f"{h}_probabilities" for h in label_heads(graph.model)]
         missing = [name for name in needed if name not in self.onnx_names]
         if missing:
             raise ExportError(f"{onnx_path} lacks outputs {missing} (not exported from this "
@@ -268,6 +271,9 @@ def compare(backends: Backends, images: Sequence[np.ndarray]) -> List[Row]:
                                 f"({image.shape[1]}x{image.shape[0]})", backend, text, ok))
     for head, count in total.items():
         rows.append(Row(f"keras detections {head} (all images)", "keras", str(count), True))
+    runners = {"saved_model": lambda batch: {k: v.numpy() for k, v in backends.serving(
+        images=tf.constant(batch)).items()}, "onnx": backends.onnx}
+    rows.extend(Row(*check) for check in compare_labels(graph.model, size, images, runners))
     rows.extend(saturation_notes(ref, heads, graph.max_detections))
     return rows
 

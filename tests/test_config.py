@@ -120,7 +120,8 @@ def test_heads_section_routes_datasets_to_heads():
 
 @pytest.mark.parametrize("change, message", [
     ({"heads": [{"name": "objects", "kind": "segmentation"}]},
-     "heads[0] (objects): kind 'segmentation' unknown, expected one of detection"),
+     "heads[0] (objects): kind 'segmentation' unknown, expected one of classification, "
+     "detection, multilabel"),
     ({"heads": [{"name": "objects"}, {"name": "objects"}]}, "heads: names must be unique"),
     ({"heads": [{"name": "objects"}, {"name": "spare"}]}, "no dataset labels head 'spare'"),
     ({"heads": [{"name": "objects", "classes": []}]}, "heads[0].classes: must be unique"),

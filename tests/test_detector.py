@@ -281,16 +281,24 @@ JAX_SCRIPT = textwrap.dedent("""
     import effdet_tf
     assert keras.backend.backend() == "jax"
     # One BiFPN cell and one head layer: the same code paths, a third of the compile time.
-    model = effdet_tf.build_detector(heads={"a": 3, "b": 2}, image_size=128,
+    heads = [{"name": "a", "num_classes": 3}, {"name": "b", "num_classes": 2},
+             {"name": "c", "num_classes": 4, "kind": "classification"},
+             {"name": "d", "num_classes": 5, "kind": "multilabel"}]
+    model = effdet_tf.build_detector(heads=heads, image_size=128,
                                      backbone=tiny_backbone(), fpn_cells=1, head_layers=1)
     images, y = _batch()
+    for name in ("c", "d"):  # labels of example 0 (example 1's are missing)
+        y.update(model.task_heads[name].example_targets(2, seed=1))
+    y["head_mask"] = np.array([[1, 0, 1, 1], [0, 1, 0, 0]], np.float32)
     # fit runs the forward pass and compute_loss (jitted, metrics in the stateless scope);
     # an eager compute_loss call as well would add ~10 s of op-by-op compilation.
     model.compile(optimizer=keras.optimizers.SGD(0.01))
     history = model.fit(images, y, batch_size=1, epochs=1, verbose=0)
     out = model(images)
-    decoded = {"a": model.task_heads["a"].postprocess(out["a"])}
+    decoded = {h: model.task_heads[h].postprocess(out[h]) for h in ("a", "c", "d")}
     print("RESULT" + json.dumps({
+        "top": list(decoded["c"]["top_classes"].shape),
+        "tags": list(decoded["d"]["tags"].shape),
         "shape": list(out["a"]["class_logits"].shape),
         "dtype": str(out["b"]["box_deltas"].dtype),
         "boxes": list(decoded["a"]["boxes"].shape),
@@ -301,7 +309,8 @@ JAX_SCRIPT = textwrap.dedent("""
 
 @pytest.mark.slow
 def test_jax_backend_subprocess():
-    """Build, fit 2 steps with per-head metrics, forward and decode under KERAS_BACKEND=jax."""
+    """Build, fit 2 steps with per-head metrics, forward and decode under KERAS_BACKEND=jax,
+    with detection, classification and multilabel heads in one step."""
     env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu",
                PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.run([sys.executable, "-c", JAX_SCRIPT, str(REPO / "tests")], env=env,
@@ -313,6 +322,7 @@ def test_jax_backend_subprocess():
     assert result["dtype"] == "float32"
     assert result["boxes"] == [2, NUM_ANCHORS_128, 4]
     assert result["steps"] == 2
+    assert result["top"] == [2, 2] and result["tags"] == [2, 5]
     for key in ("loss", "a_loss", "b_loss", "a_cls_loss", "a_box_loss", "b_cls_loss",
-                "b_box_loss"):
+                "b_box_loss", "c_ce_loss", "d_bce_loss"):
         assert key in result["history"] and result["history"][key] > 0, result["history"]

@@ -27,7 +27,9 @@ def _model(kind):
 
 
 def _targets(model, head_mask):
-    targets = model.task_heads["a"].example_targets(BATCH, seed=1)
+    targets = {}
+    for head in model.task_heads.values():  # image-level kinds have keys per head
+        targets.update(head.example_targets(BATCH, seed=1))
     targets[schema.HEAD_MASK] = np.asarray(head_mask, np.float32)
     return targets
 

@@ -17,7 +17,7 @@ def _pyramid(size=128, channels=64):
 @pytest.mark.parametrize("kwargs, match", [
     ({"name": "bad name", "num_classes": 2}, "letter"),
     ({"name": "a", "num_classes": 0}, "positive"),
-    ({"name": "a", "num_classes": 2, "kind": "classification"}, "unknown"),
+    ({"name": "a", "num_classes": 2, "kind": "segmentation"}, "unknown"),
 ])
 def test_head_spec_validation(kwargs, match):
     with pytest.raises(ConfigError, match=match):

@@ -43,6 +43,7 @@ CLIS: Tuple[Tuple[str, str, Tuple[str, ...]], ...] = (
     ("python -m train.predict", "train.predict", ()),
     ("python -m train.compare", "train.compare", ()),
     ("python -m train.benchmark_recipe", "train.benchmark_recipe", ()),
+    ("python -m train.benchmark_tasks", "train.benchmark_tasks", ()),
     ("python -m train.prediction_grid", "train.prediction_grid", ()),
     ("python -m export.saved_model", "export.saved_model", ()),
     ("python -m export.onnx", "export.onnx", ()),
@@ -124,6 +125,25 @@ def test_two_head_experiment_runs(tmp_path, shared):
                      "compare/comparison.md", "compare/comparison.png",
                      "compare/single_fruits_s0/summary.json", "predictions/composite_pred.jpg"):
         assert (run_root / produced).is_file(), produced
+
+
+@pytest.mark.slow
+@pytest.mark.real_data
+def test_multitask_runs(tmp_path, shared):
+    """Classification + tags on the real sets: train, evaluate, predictions, export, verify."""
+    run_root = tmp_path / "runs"
+    notebook = execute_notebook(
+        "multitask.ipynb",
+        {"SIZE": "tiny", "RUN_ROOT": str(run_root), "INSTALL": False,
+         "CLOTHING_DIR": str(shared("datasets", "clothing")),
+         "CCP_DIR": str(shared("datasets", "ccp_tags"))}, tmp_path)
+    assert not error_outputs(notebook)
+    run = run_root / "clothing_tags"
+    for produced in ("eval_test/category_test_confusion.png", "eval_test/tags_test_pr_curves.png",
+                     "predict_clothing/predictions.parquet", "predict_tags/predictions.parquet",
+                     "export/model.onnx", "export/preprocessing.json",
+                     "category_classes.txt", "tags_classes.txt"):
+        assert (run / produced).is_file(), produced
 
 
 @pytest.mark.parametrize("path", sorted(NOTEBOOKS.glob("*.ipynb")), ids=lambda p: p.name)

@@ -133,7 +133,7 @@ def test_box_wholly_outside_its_image_is_refused(tmp_path, capsys):
         _ann(12, 1, bbox=(600, 10, 100, 50)), _ann(13, 1, bbox=(-20, -5, 40, 40))])
 
     class Config:  # pylint: disable=too-few-public-methods  # a dataset config stand-in
-        name = "x"
+        name, format, heads = "x", "coco", None
 
         @staticmethod
         def paths(_split):

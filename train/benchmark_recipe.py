@@ -24,6 +24,7 @@ import numpy as np
 
 from effdet_tf.cli import make_parser, run_cli
 from effdet_tf.config import ExperimentConfig, config_from_dict
+from train.benchmark_runs import add_arguments, mean_sd, parse_and_run, run_and_report
 
 BUDGET = {"data": {"image_size": 128, "max_boxes": 100},
           "model": {"backbone": "cspdarknet53"},
@@ -64,14 +65,6 @@ def budget_config(run: str, seed: int, data_root: str, out_dir: str,
     return config_from_dict(values, overrides, source=f"benchmark run {run}")
 
 
-def _cell(values: List[float]) -> str:
-    if not values:
-        return ""
-    if len(values) == 1:
-        return f"{values[0]:.3f}"
-    return f"{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f}"
-
-
 def table(results: Dict[str, List[Dict[str, Any]]], overrides: Sequence[str]) -> str:
     """Markdown table: the peer's figures, then ours per run and head, with ratios.
 
@@ -97,7 +90,7 @@ def table(results: Dict[str, List[Dict[str, Any]]], overrides: Sequence[str]) ->
             peer = PEER.get((run, head)) or PEER.get(("two_head", head))
             ratio = f"{np.mean(values['AP']) / peer['AP']:.2f}" if peer else ""
             lines.append(f"| effdet_tf | {run} | {head} | {len(summaries)} | "
-                         + " | ".join(_cell(values[k]) for k in METRICS) + f" | {ratio} |")
+                         + " | ".join(mean_sd(values[k]) for k in METRICS) + f" | {ratio} |")
     return "\n".join(lines) + "\n"
 
 
@@ -118,49 +111,21 @@ def run_benchmark(runs: Sequence[str], seeds: Sequence[int], *, data_root: str,
     Returns:
         Run name -> the summaries of its seeds.
     """
-    from train.compare import train_or_reuse  # pylint: disable=import-outside-toplevel  # heavy
-
-    configs = {(run, seed): budget_config(run, seed, data_root, out_dir, overrides)
-               for seed in seeds for run in runs}  # every config checked before training
-    os.makedirs(out_dir, exist_ok=True)
-    results: Dict[str, List[Dict[str, Any]]] = {run: [] for run in runs}
-    for index, ((run, seed), cfg) in enumerate(configs.items(), start=1):
-        finished = os.path.isfile(os.path.join(cfg.run_path, "summary.json"))
-        if report_only and not finished:
-            print(f"[{index}/{len(configs)}] {run}, seed {seed}: not run yet ({cfg.run_path})")
-            continue
-        print(f"[{index}/{len(configs)}] {run}, seed {seed} -> {cfg.run_path}", flush=True)
-        results[run].append(train_or_reuse(cfg, verbose))
-    results = {run: found for run, found in results.items() if found}
-    text = table(results, overrides)
-    with open(os.path.join(out_dir, "recipe.md"), "w", encoding="utf-8") as stream:
-        stream.write(text)
-    with open(os.path.join(out_dir, "recipe.json"), "w", encoding="utf-8") as stream:
-        json.dump({"overrides": list(overrides), "runs": results}, stream, indent=1)
-    print(text)
+    results = run_and_report(
+        lambda run, seed: budget_config(run, seed, data_root, out_dir, overrides), runs, seeds,
+        out_dir=out_dir, name="recipe", tabulate=table, overrides=overrides, verbose=verbose,
+        report_only=report_only)
     return results
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """CLI entry point."""
     parser = make_parser("python -m train.benchmark_recipe", description=__doc__)
-    parser.add_argument("--data-root", default=os.path.join("..", "shared", "datasets"),
-                        help="folder holding the fruits and household COCO datasets")
-    parser.add_argument("--runs", nargs="+", choices=sorted(RUNS),
-                        default=["household", "fruits", "two_head"])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="config change for every run, e.g. train.ema_decay=0.999")
-    parser.add_argument("--tag", default="defaults",
-                        help="name of this variant; runs go to <out>/<tag>")
-    parser.add_argument("--out", default=os.path.join("runs", "benchmark_recipe"))
-    parser.add_argument("--report", action="store_true",
-                        help="train nothing: the table of the runs that have finished")
-    args = parser.parse_args(argv)
-    run_benchmark(args.runs, args.seeds, data_root=args.data_root,
-                  out_dir=os.path.join(args.out, args.tag), overrides=args.set,
-                  report_only=args.report)
-    return 0
+    add_arguments(parser, RUNS, default_runs=["household", "fruits", "two_head"],
+                  default_seeds=[0, 1],
+                  out=os.path.join("runs", "benchmark_recipe"),
+                  data_help="folder holding the fruits and household COCO datasets")
+    return parse_and_run(parser, argv, run_benchmark)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,10 @@
-"""COCO evaluation of every head on its own datasets: `python -m train.evaluate --run RUN`.
+"""Evaluation of every head on its own datasets: `python -m train.evaluate --run RUN`.
 
 Each head is scored only on the split of each dataset it was trained on, every image of
-that split counted (images with no detection included), with pycocotools.
+that split counted: detection heads with pycocotools (images with no detection
+included), classification and multilabel heads with `train.label_eval` (accuracy, top-2,
+balanced accuracy, macro F1, mAP; micro/macro F1 and mAP at the saved thresholds), next
+to the trivial baseline.
 """
 import json
 import os
@@ -14,7 +17,8 @@ from data_pipelines.decode import unletterbox
 from effdet_tf.cli import make_parser, run_cli
 from effdet_tf.config import ExperimentConfig, check_dataset_paths
 from train.coco_eval import evaluate_detections
-from train.data import eval_dataset
+from train.data import eval_dataset, scored_pairs
+from train.label_eval import evaluate_labels, format_label_table
 
 TABLE_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR100")
 
@@ -83,26 +87,15 @@ def predict_head(detector: Any, cfg: ExperimentConfig, dataset_id: int, split: s
 
 
 def evaluation_pairs(cfg: ExperimentConfig) -> List[Tuple[str, int, str]]:
-    """`(result key, dataset index, head)` for every dataset a detection head is scored on.
-
-    A head is scored on each dataset that trains it; the key is the head's name when it
-    has one dataset, else `<head>/<dataset>`.
-    """
-    pairs = []
-    for head in cfg.head_configs:
-        if head.kind != "detection":
-            continue
-        datasets = cfg.head_datasets(head.name)
-        for index in datasets:
-            key = head.name if len(datasets) == 1 else \
-                f"{head.name}/{cfg.data.datasets[index].name}"
-            pairs.append((key, index, head.name))
-    return pairs
+    """`(result key, dataset index, head)` for every dataset a detection head is scored on
+    (see `train.data.scored_pairs`)."""
+    return scored_pairs(cfg, ("detection",))
 
 
 def evaluate_model(detector: Any, cfg: ExperimentConfig, classes: Dict[str, Dict[str, Any]],
                    *, split: str = "test", out_dir: Optional[str] = None) -> Dict[str, Any]:
-    """COCO metrics of every head on each dataset that trains it.
+    """Metrics of every head on each dataset that trains it: COCO metrics of detection
+    heads, `train.label_eval` metrics (with the trivial baseline) of image-level heads.
 
     Args:
         detector: the detector.
@@ -112,8 +105,8 @@ def evaluate_model(detector: Any, cfg: ExperimentConfig, classes: Dict[str, Dict
         out_dir: where PNGs and `metrics_<split>.json` go (nothing written when None).
 
     Returns:
-        `{key: metrics}` (keys from `evaluation_pairs`; see
-        `train.coco_eval.evaluate_detections`).
+        `{key: metrics}` (keys from `train.data.scored_pairs`; see
+        `train.coco_eval.evaluate_detections` and `train.label_eval.evaluate_labels`).
     """
     results: Dict[str, Any] = {}
     for key, index, head in evaluation_pairs(cfg):
@@ -123,6 +116,7 @@ def evaluate_model(detector: Any, cfg: ExperimentConfig, classes: Dict[str, Dict
             source.coco, detections, class_names=[classes[head]["names"][i] for i in scored],
             category_ids=[source.category_ids[i] for i in scored], out_dir=out_dir,
             prefix=f"{key.replace('/', '_')}_{split}_")
+    results.update(evaluate_labels(detector, cfg, classes, split=split, out_dir=out_dir))
     if out_dir:
         os.makedirs(out_dir, exist_ok=True)
         with open(os.path.join(out_dir, f"metrics_{split}.json"), "w",
@@ -133,13 +127,18 @@ def evaluate_model(detector: Any, cfg: ExperimentConfig, classes: Dict[str, Dict
 
 
 def format_table(results: Dict[str, Any], split: str) -> str:
-    """A fixed-width table of the main COCO metrics, one row per head."""
-    header = f"{'head':<14}" + "".join(f"{k:>8}" for k in TABLE_KEYS) + f"{'images':>8}"
-    rows = [f"COCO metrics on each head's own {split} split", header]
-    for head, metrics in results.items():
-        rows.append(f"{head:<14}" + "".join(f"{metrics[k]:>8.3f}" for k in TABLE_KEYS)
-                    + f"{metrics.get('num_images', 0):>8}")
-    return "\n".join(rows)
+    """Fixed-width tables of the main metrics: COCO metrics of the detection heads, one row
+    per head, then the image-level heads' metrics with their baselines."""
+    detection = {h: m for h, m in results.items() if "kind" not in m}
+    rows = []
+    if detection:
+        rows += [f"COCO metrics on each head's own {split} split",
+                 f"{'head':<14}" + "".join(f"{k:>8}" for k in TABLE_KEYS) + f"{'images':>8}"]
+        for head, metrics in detection.items():
+            rows.append(f"{head:<14}" + "".join(f"{metrics[k]:>8.3f}" for k in TABLE_KEYS)
+                        + f"{metrics.get('num_images', 0):>8}")
+    labels = format_label_table(results, split)
+    return "\n".join(rows + ([labels] if labels else []))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

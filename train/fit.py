@@ -130,7 +130,10 @@ def _finish(cfg: ExperimentConfig, detector: Any, classes: Dict[str, Any],
         `summary`, completed with the per-head test metrics.
     """
     # pylint: disable=import-outside-toplevel  # keep `--help` fast
+    import numpy as np
+
     from train.evaluate import evaluate_model, format_table
+    from train.label_eval import tune_thresholds
     from train.plots import plot_learning_curves
     from train.precise_bn import recalibrate_batchnorm
     from train.run_dir import MODEL_FILE
@@ -140,6 +143,10 @@ def _finish(cfg: ExperimentConfig, detector: Any, classes: Dict[str, Any],
                                          steps=cfg.train.precise_bn_steps)
     if recalibrated:
         print(f"precise BN: statistics re-estimated over {recalibrated} batches")
+    tuned = tune_thresholds(detector, cfg, "val")
+    for head, values in tuned.items():
+        print(f"{head}: per-tag thresholds chosen on the val split for the best F1 "
+              f"(median {np.median(values):.2f}, range {min(values):.2f}..{max(values):.2f})")
     detector.save(os.path.join(run, MODEL_FILE))
     # Finished: the run can no longer be resumed, so its resume backup (the weights and
     # optimizer state, twice) goes.

@@ -33,10 +33,13 @@ def read_log(csv_path: str) -> Dict[str, List[float]]:
 
 
 def head_names_in_log(cols: Dict[str, List[float]]) -> List[str]:
-    """Heads with a `<head>_loss` column (other than the total), in log order."""
-    return [k[:-len("_loss")] for k in cols
-            if k.endswith("_loss") and not k.startswith("val_")
-            and not k.endswith(("_cls_loss", "_box_loss"))]
+    """Heads with a `<head>_loss` column (other than the total), in log order.
+
+    A column `<head>_<part>_loss` is a part of a head's loss (cls, box, ce, bce, ...),
+    not a head: its name less `_<part>` is a head too.
+    """
+    names = [k[:-len("_loss")] for k in cols if k.endswith("_loss") and not k.startswith("val_")]
+    return [n for n in names if "_" not in n or n.rsplit("_", 1)[0] not in names]
 
 
 def _plot_pair(axes, epochs: List[int], cols: Dict[str, List[float]], key: str, label: str,

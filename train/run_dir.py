@@ -8,6 +8,7 @@ import keras
 
 from effdet_tf.config import ExperimentConfig, config_to_dict, dump_config, load_config
 from effdet_tf.errors import ConfigError
+from export.io import class_files, write_class_files
 
 CONFIG_FILE = "config.yaml"
 CLASSES_FILE = "classes.json"
@@ -64,9 +65,31 @@ def prepare_run_dir(cfg: ExperimentConfig, *, overwrite: bool = False) -> Tuple[
 
 
 def write_classes(run: str, classes: Dict[str, Dict[str, Any]]) -> None:
-    """Writes `classes.json`: per head, class names and COCO category ids in output order."""
+    """Writes `classes.json` (per head: class names in output order, kind, COCO category
+    ids or training label counts) and `<head>_classes.txt`, one class name a line, as
+    every export folder has them."""
     with open(os.path.join(run, CLASSES_FILE), "w", encoding="utf-8") as stream:
         json.dump(classes, stream, indent=1)
+    write_class_files(class_files(run, {head: entry["names"]
+                                        for head, entry in classes.items()}))
+
+
+def head_options(head: Any, entry: Dict[str, Any]) -> Dict[str, Any]:
+    """A head's options with `class_weights: balanced` made numbers from the training counts.
+
+    Balanced weights are `total / (C * count_c)` over the classes with training images
+    (weight 1 for a class without), as scikit-learn's "balanced".
+    """
+    options = dict(head.options)
+    if options.get("class_weights") == "balanced":
+        counts = [float(c) for c in entry.get("train_counts") or []]
+        if not counts or sum(counts) <= 0:
+            raise ConfigError(f"head '{head.name}': class_weights: balanced needs the "
+                              "training label counts of classes.json")
+        present = sum(1 for c in counts if c > 0)
+        options["class_weights"] = [round(sum(counts) / (present * c), 6) if c > 0 else 1.0
+                                    for c in counts]
+    return options
 
 
 def load_run(run: str, *, weights: str = "final") -> Tuple[ExperimentConfig, keras.Model,
@@ -131,7 +154,8 @@ def build_model(cfg: ExperimentConfig, classes: Dict[str, Dict[str, Any]], *,
     from effdet_tf.heads import HeadSpec  # pylint: disable=import-outside-toplevel  # heavy
 
     heads = [HeadSpec(head.name, len(classes[head.name]["names"]), kind=head.kind,
-                      options=dict(head.options)) for head in cfg.head_configs]
+                      options=head_options(head, classes[head.name]))
+             for head in cfg.head_configs]
     return build_detector(
         heads=heads, image_size=cfg.data.image_size, backbone=cfg.model.backbone,
         freeze_backbone=cfg.model.freeze_backbone,
