@@ -130,6 +130,12 @@ def plot(results: Dict[str, List[Dict[str, Any]]], path: str) -> str:
     fig, axes = plt.subplots(1, len(METRICS), figsize=(7 * len(METRICS), 4.8))
     for axis, (head, keys) in zip(np.atleast_1d(axes), METRICS.items()):
         runs = [r for r, s in results.items() if any(head in x.get("metrics", {}) for x in s)]
+        axis.set_title(f"head '{head}' on its test split")
+        if not runs:
+            axis.text(0.5, 0.5, "no finished run yet", ha="center", va="center",
+                      transform=axis.transAxes)
+            axis.set_axis_off()
+            continue
         width = 0.8 / max(1, len(runs))
         baseline = None
         for i, run in enumerate(runs):
@@ -149,7 +155,6 @@ def plot(results: Dict[str, List[Dict[str, Any]]], path: str) -> str:
                           label="trivial baseline" if j == 0 else None)
         axis.set_xticks(np.arange(len(keys)), keys)
         axis.set_ylim(0, 1)
-        axis.set_title(f"head '{head}' on its test split")
         axis.legend(fontsize=8, loc="upper left")
         axis.grid(axis="y", alpha=0.3)
     fig.tight_layout()
