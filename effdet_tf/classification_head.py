@@ -117,10 +117,10 @@ class ClassificationHead(ImageHead):  # pylint: disable=abstract-method  # add_m
         """
         out = self.postprocess(y_pred)
         if context.with_names:
-            import tensorflow as tf  # pylint: disable=import-outside-toplevel  # export only
+            from effdet_tf import nms_tf  # pylint: disable=import-outside-toplevel  # TF-only, export only
 
-            names = tf.constant(list(context.class_names[self.name]))
-            out["top_names"] = tf.gather(names, out["top_classes"])
+            out["top_names"] = nms_tf.class_names(context.class_names[self.name],
+                                                  out["top_classes"])
         return out
 
     def get_config(self) -> dict:

@@ -6,7 +6,7 @@ TensorFlow here.
 Uses `tf.image.combined_non_max_suppression` with one box per anchor shared by all
 classes (`[B, A, 1, 4]`, q = 1), the form that converts to ONNX.
 """
-from typing import Any, Dict, Mapping
+from typing import Any, Dict, Mapping, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -102,6 +102,11 @@ def postprocess(model: Any, outputs: Mapping[str, Mapping], *,
             for spec in model.head_specs if spec.kind == "detection"}
 
 
+def class_names(names: Sequence[str], indices: TensorLike) -> tf.Tensor:
+    """The string class names of class indices (any shape), for exported outputs."""
+    return tf.gather(tf.constant(list(names), tf.string), indices)
+
+
 def serving_detections(head: Any, raw: Mapping[str, TensorLike],
                        context: Any) -> Dict[str, tf.Tensor]:
     """A detection head's exported outputs: NMS, input-pixel boxes, padding marked.
@@ -127,8 +132,8 @@ def serving_detections(head: Any, raw: Mapping[str, TensorLike],
               "scores": tf.where(valid, found["scores"], 0.0),
               "classes": classes, "num_detections": count}
     if context.with_names:
-        names = tf.constant(context.class_names[head.name], tf.string)
-        result["class_names"] = tf.where(valid, tf.gather(names, tf.maximum(classes, 0)), "")
+        result["class_names"] = tf.where(
+            valid, class_names(context.class_names[head.name], tf.maximum(classes, 0)), "")
     return result
 
 
