@@ -3,7 +3,7 @@ import contextlib
 import io
 import os
 import warnings
-from typing import Any, Dict, List, Optional
+from typing import AbstractSet, Any, Dict, List, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -13,6 +13,7 @@ from effdet_tf.errors import DataError
 from data_pipelines import validate as val
 from data_pipelines.decode import (ImageInfo, decoder_branch, keep_largest, slice_dataset,
                                    transform_boxes)
+from data_pipelines.exclude import path_key
 
 ON_CORRUPT = val.ON_CORRUPT
 MIN_BOX_SIDE = 1e-3
@@ -38,6 +39,8 @@ class CocoSource:
     Raises:
         DataError: the json is unreadable or not a json object, or a category is not
             in `class_names`.
+        exclude: `data_pipelines.exclude.path_key`s of image files to leave out: their
+            image entries and annotations are dropped as if the json lacked them.
 
     Example:
         >>> src = CocoSource("fruits", "fruits/annotations/instances_train.json",
@@ -46,12 +49,14 @@ class CocoSource:
     """
 
     def __init__(self, name: str, annotation_file: str, image_dir: str, *,
-                 dataset_id: int = 0, class_names: Optional[List[str]] = None):
+                 dataset_id: int = 0, class_names: Optional[List[str]] = None,
+                 exclude: AbstractSet[str] = frozenset()):
         self.name = name
         self.annotation_file = str(annotation_file)
         self.image_dir = str(image_dir)
         self.dataset_id = int(dataset_id)
         self._data = val.load_json(self.annotation_file)
+        self.excluded = self._drop_files(exclude) if exclude else 0
         self._structure = val.check_structure(self._data, self.annotation_file)
         cats = [c for c in self._data.get("categories") or []
                 if isinstance(c, dict) and isinstance(c.get("id"), int)]
@@ -64,6 +69,26 @@ class CocoSource:
         self.image_ids: List[int] = [img["id"] for img in self._images]
         self._infos: Optional[List[ImageInfo]] = None
         self._coco: Optional[COCO] = None
+
+    def _drop_files(self, exclude: AbstractSet[str]) -> int:
+        """Drops the image entries whose file is in `exclude`, and their annotations."""
+        images = self._data.get("images")
+        if not isinstance(images, list):
+            return 0
+        dropped = {img.get("id") for img in images
+                   if isinstance(img, dict) and isinstance(img.get("file_name"), str)
+                   and path_key(os.path.join(self.image_dir, img["file_name"])) in exclude}
+        if not dropped:
+            return 0
+        data = dict(self._data)
+        data["images"] = [img for img in images
+                          if not (isinstance(img, dict) and img.get("id") in dropped)]
+        annotations = data.get("annotations")
+        if isinstance(annotations, list):
+            data["annotations"] = [a for a in annotations
+                                   if not (isinstance(a, dict) and a.get("image_id") in dropped)]
+        self._data = data
+        return len(images) - len(data["images"])
 
     def _use_classes(self, class_names: List[str]) -> None:
         """Orders the classes as `class_names`, matching categories by name."""

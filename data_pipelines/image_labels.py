@@ -8,7 +8,7 @@ files and the `tf.data` pipeline); `ImageFolderSource` (`data_pipelines.image_fo
 import math
 import numbers
 import os
-from typing import Any, Dict, List, Optional
+from typing import AbstractSet, Any, Dict, List, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -17,6 +17,7 @@ from effdet_tf.batch_schema import label_mask_key, labels_key
 from effdet_tf.errors import DataError
 from data_pipelines import validate as val
 from data_pipelines.decode import ImageInfo, decoder_branch, slice_dataset
+from data_pipelines.exclude import path_key
 
 KINDS = ("classification", "multilabel")
 # Image file extensions both formats accept (lower case, in the order a bare stem tries them).
@@ -146,6 +147,7 @@ class ImageLabelSource:
         self.labels = np.zeros((0, 0), np.float32)
         self.label_mask = np.zeros((0, 0), np.float32)
         self._infos: Optional[List[ImageInfo]] = None
+        self.excluded = 0
 
     def _finish(self) -> None:
         """Checks that the per-image lists and arrays agree; casts the arrays to float32."""
@@ -156,6 +158,26 @@ class ImageLabelSource:
             raise ValueError("ids, paths and where must have one entry per image")
         if len(set(self.ids)) != shape[0]:
             raise ValueError("ids must be unique")
+
+    def drop_files(self, exclude: AbstractSet[str]) -> int:
+        """Leaves out the images whose file is in `exclude` (`exclude.path_key`s).
+
+        Args:
+            exclude: keys of the files to leave out.
+
+        Returns:
+            Number of images left out.
+        """
+        keep = [i for i, path in enumerate(self.paths) if path_key(path) not in exclude]
+        dropped = self.num_images - len(keep)
+        if dropped:
+            self.ids = [self.ids[i] for i in keep]
+            self.paths = [self.paths[i] for i in keep]
+            self.where = [self.where[i] for i in keep]
+            self.labels = self.labels[keep]
+            self.label_mask = self.label_mask[keep]
+            self._infos = None
+        return dropped
 
     @property
     def num_images(self) -> int:

@@ -11,6 +11,7 @@ from typing import Any, Dict, List, Optional, Union
 import tensorflow as tf
 
 from data_pipelines.coco import CocoSource
+from data_pipelines.exclude import excluded_paths
 from data_pipelines.image_folder import ImageFolderSource
 from data_pipelines.image_labels import ImageLabelSource
 from data_pipelines.table_source import TableSource
@@ -32,29 +33,36 @@ def open_source(dataset: Any, split: str, *, dataset_id: int = 0, head: Optional
         class_names: the head's classes in output order (None: the dataset's own).
 
     Returns:
-        A `CocoSource` or an `ImageLabelSource`.
+        A `CocoSource` or an `ImageLabelSource`, without the images the dataset's
+        `exclude` file names (their number in the source's `excluded`).
 
     Raises:
         DataError: the split's files are missing or malformed (one line, naming the file).
         ValueError: an unknown format (the config check refuses it first).
     """
     head = head or (dataset.heads[0] if dataset.heads else dataset.name)
+    exclude_file = getattr(dataset, "exclude", "")
+    exclude = excluded_paths(exclude_file, dataset.root) if exclude_file else frozenset()
     if dataset.format == "coco":
         annotations, image_dir = dataset.paths(split)
         return CocoSource(dataset.name, annotations, image_dir, dataset_id=dataset_id,
-                          class_names=class_names)
+                          class_names=class_names, exclude=exclude)
+    source: ImageLabelSource
     if dataset.format == "image_folder":
-        return ImageFolderSource(dataset.name, dataset.root, split, head=head,
-                                 dataset_id=dataset_id, class_names=class_names)
-    if dataset.format == "table":
+        source = ImageFolderSource(dataset.name, dataset.root, split, head=head,
+                                   dataset_id=dataset_id, class_names=class_names)
+    elif dataset.format == "table":
         per_split = "{split}" in dataset.table
-        return TableSource(
+        source = TableSource(
             dataset.name, dataset.table_path(split), os.path.join(dataset.root, dataset.images),
             split, head=head, kind=dataset.label_kind, dataset_id=dataset_id,
             id_column=dataset.id_column, label_column=dataset.label_column or None,
             tag_columns=dataset.tag_columns,
             split_column=None if per_split else dataset.split_column, class_names=class_names)
-    raise ValueError(f"dataset {dataset.name!r}: unknown format {dataset.format!r}")
+    else:
+        raise ValueError(f"dataset {dataset.name!r}: unknown format {dataset.format!r}")
+    source.excluded = source.drop_files(exclude) if exclude else 0
+    return source
 
 
 def source_file(source: Source) -> str:

@@ -70,6 +70,9 @@ class DatasetConfig:  # pylint: disable=too-many-instance-attributes  # one fiel
         weight: how often each of its training images is drawn when datasets are mixed,
             relative to the others' (1.0: every image of every dataset equally often, so
             a dataset's share of the batches is its share of the images; 2.0 doubles it).
+        exclude: a text file listing images to leave out of every split, one path below
+            `root` a line (`#` starts a comment), as `python -m data_pipelines.inspect`
+            writes it; the files themselves are not touched. Empty: none.
     """
 
     name: str = ""
@@ -84,6 +87,7 @@ class DatasetConfig:  # pylint: disable=too-many-instance-attributes  # one fiel
     tag_columns: Optional[List[str]] = None
     split_column: str = "split"
     weight: float = 1.0
+    exclude: str = ""
 
     def paths(self, split: str) -> Tuple[str, str]:
         """Returns `(annotation_file, image_dir)` of a split (coco)."""
@@ -403,6 +407,9 @@ def check_dataset_paths(cfg: ExperimentConfig, splits: Sequence[str] = ("train",
         if not os.path.isdir(dataset.root):
             raise ConfigError(f"dataset '{dataset.name}': folder {dataset.root} does not exist "
                               f"(set data.datasets.{index}.root)")
+        if dataset.exclude and not os.path.isfile(dataset.exclude):
+            raise ConfigError(f"dataset '{dataset.name}': exclude file {dataset.exclude} does "
+                              f"not exist (set data.datasets.{index}.exclude)")
         for split in splits:
             for what, path, folder in _split_paths(dataset, split):
                 if not (os.path.isdir(path) if folder else os.path.isfile(path)):

@@ -213,3 +213,36 @@ def test_config_routes_formats_to_their_kind(data, tmp_path):
     no_heads = config_from_dict({"data": {"datasets": [
         {"name": "clothes", "format": "image_folder", "root": roots["shape_folder"]}]}})
     assert [(h.name, h.kind) for h in no_heads.head_configs] == [("clothes", "classification")]
+
+
+def test_inspect_finds_label_issues_with_the_run(run, tmp_path):
+    """`data_pipelines.inspect --run`: the run's own probabilities on the training split go
+    through cleanlab; each row names its image, the given label and the model's."""
+    import pandas as pd  # pylint: disable=import-outside-toplevel
+    from data_pipelines.inspect import main as inspect  # pylint: disable=import-outside-toplevel
+    from data_pipelines.label_issues import classification_issues  # pylint: disable=import-outside-toplevel
+    from train.label_eval import predict_labels  # pylint: disable=import-outside-toplevel
+    from train.run_dir import load_run  # pylint: disable=import-outside-toplevel
+
+    cfg, summary = run
+    config_file = os.path.join(summary["run"], "config.yaml")
+    out = tmp_path / "inspect"
+    assert _patched(inspect, ["--config", config_file, "--run", summary["run"], "--out",
+                              str(out), "--no-image-checks", "--exclude-label-issues"]) == 0
+    issues = pd.read_csv(out / "issues.csv", keep_default_na=False)
+    labels = issues[issues["issue"].isin(["label_issue", "tag_issue"])]
+    _, model, classes = _patched(load_run, summary["run"])
+    pred = predict_labels(model, cfg, 1, "train", "shape")
+    known = pred["mask"].max(axis=1) > 0
+    expected = {os.path.relpath(pred["paths"][i], cfg.data.datasets[1].root)
+                for i in np.flatnonzero(known)[classification_issues(
+                    pred["probs"][known], pred["labels"][known].argmax(axis=1))]}
+    assert set(labels[labels["dataset"] == "shape_folder"]["file"]) == expected
+    assert set(labels["split"]) <= {"train"} and labels["exclude"].all()
+    names = classes["shape"]["names"]
+    for row in labels[labels["issue"] == "label_issue"].itertuples():
+        given = row.file.split("/")[1]  # train/<class>/<file>
+        assert f"labelled '{given}'" in row.detail and given in names
+    excluded = (out / "shape_folder" / "exclude.txt").read_text().split("\n")
+    assert expected <= set(excluded)
+    assert "label checks with run" in (out / "report.md").read_text()

@@ -33,6 +33,7 @@ CLIS: Tuple[Tuple[str, str, Tuple[str, ...]], ...] = (
     ("python -m data_pipelines.sample_data", "data_pipelines.sample_data", ()),
     ("python -m data_pipelines.preview", "data_pipelines.preview", ()),
     ("python -m data_pipelines.bench", "data_pipelines.bench", ()),
+    ("python -m data_pipelines.inspect", "data_pipelines.inspect", ()),
     ("python -m effdet_tf.darknet", "effdet_tf.darknet.commands", ()),
     ("python -m effdet_tf.darknet convert", "effdet_tf.darknet.commands", ("convert",)),
     ("python -m effdet_tf.darknet inspect", "effdet_tf.darknet.commands", ("inspect",)),

@@ -116,8 +116,8 @@ def count_images(dataset: DatasetConfig, split: str) -> int:
     Raises:
         DataError: the split's annotation file, folder or table is unreadable.
     """
-    if dataset.format != "coco":
-        return open_source(dataset, split).num_images
+    if dataset.format != "coco" or dataset.exclude:
+        return len(open_source(dataset, split).image_ids)
     ann, _ = dataset.paths(split)
     try:
         return _count_images(ann, os.path.getmtime(ann))
@@ -151,6 +151,10 @@ def validate_datasets(cfg: ExperimentConfig, splits: Sequence[str]) -> None:
         sources = pipeline.build_sources(cfg.data.datasets, split,
                                          on_corrupt=cfg.data.on_corrupt,
                                          class_names=dataset_class_names(cfg))
+        for dataset, source in zip(cfg.data.datasets, sources):
+            if source.excluded:
+                print(f"dataset '{dataset.name}' {split}: {source.excluded} image(s) left out "
+                      f"(listed in {dataset.exclude})", flush=True)
         if split != "train":
             continue
         for head in cfg.head_configs:

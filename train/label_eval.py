@@ -35,7 +35,7 @@ def predict_labels(model: Any, cfg: ExperimentConfig, dataset_id: int, split: st
 
     Returns:
         `{"probs", "labels", "mask"}` float32 `[N, C]` (rows in the source's order) and
-        `"ids"`, the source's image ids.
+        `"ids"` and `"paths"`, the source's image ids and files.
     """
     dataset, source = eval_dataset(cfg, dataset_id, split)
     layer = model.task_heads[head]
@@ -50,7 +50,7 @@ def predict_labels(model: Any, cfg: ExperimentConfig, dataset_id: int, split: st
             masks.append(batch[schema.label_mask_key(head)].numpy())
             progress.update(len(probs[-1]))
     return {"probs": np.concatenate(probs), "labels": np.concatenate(labels),
-            "mask": np.concatenate(masks), "ids": list(source.ids)}
+            "mask": np.concatenate(masks), "ids": list(source.ids), "paths": list(source.paths)}
 
 
 def _known_rows(pred: Dict[str, Any]) -> Dict[str, Any]:

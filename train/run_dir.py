@@ -29,7 +29,9 @@ def prepare_run_dir(cfg: ExperimentConfig, *, overwrite: bool = False) -> Tuple[
     """Creates the run folder, or resumes one made by the same config.
 
     A folder holding another config is refused (never overwritten silently); a
-    finished run is refused too. `overwrite=True` deletes the folder first.
+    finished run is refused too. `overwrite=True` deletes the folder first. A new run
+    folder gets `config.yaml` and a copy of each dataset's exclusion file
+    (`exclude_<dataset>.txt`).
 
     Args:
         cfg: the experiment config.
@@ -61,6 +63,9 @@ def prepare_run_dir(cfg: ExperimentConfig, *, overwrite: bool = False) -> Tuple[
     os.makedirs(run, exist_ok=True)
     with open(cfg_file, "w", encoding="utf-8") as stream:
         stream.write(dump_config(cfg))
+    for dataset in cfg.data.datasets:
+        if dataset.exclude:  # the list as trained on, should the file change later
+            shutil.copyfile(dataset.exclude, os.path.join(run, f"exclude_{dataset.name}.txt"))
     return run, False
 
 
