@@ -35,12 +35,13 @@ class CocoSource:
         class_names: the class list of the head(s) it trains; each category is mapped to
             the class of the same name (a class it lacks has category id -1). None: its
             own categories.
+        exclude: `data_pipelines.exclude.path_key`s of image files to leave out: their
+            image entries and annotations are dropped as if the json lacked them (their
+            number is `excluded`).
 
     Raises:
         DataError: the json is unreadable or not a json object, or a category is not
             in `class_names`.
-        exclude: `data_pipelines.exclude.path_key`s of image files to leave out: their
-            image entries and annotations are dropped as if the json lacked them.
 
     Example:
         >>> src = CocoSource("fruits", "fruits/annotations/instances_train.json",

@@ -8,6 +8,8 @@ from effdet_tf.quiet_tf import VERBOSE_FLAG, quiet_tensorflow
 
 EXIT_USAGE = 2
 PACKAGES = ("effdet_tf", "data_pipelines", "train", "export")
+# CLIs that run without TensorFlow (ONNX Runtime only); they quieten it themselves if used.
+TF_FREE_MODULES = ("export.serve",)
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -63,7 +65,7 @@ def quiet_if_cli() -> None:
     orig = getattr(sys, "orig_argv", [])
     if "-m" in orig[:-1]:
         module = orig[orig.index("-m") + 1]
-        if module.split(".")[0] in PACKAGES:
+        if module.split(".")[0] in PACKAGES and module not in TF_FREE_MODULES:
             quiet_tensorflow()
 
 

@@ -50,6 +50,7 @@ CLIS: Tuple[Tuple[str, str, Tuple[str, ...]], ...] = (
     ("python -m export.onnx", "export.onnx", ()),
     ("python -m export.verify", "export.verify", ()),
     ("python -m export.bench", "export.bench", ()),
+    ("python -m export.serve", "export.serve", ()),
 )
 
 CLI_DOC_HEAD = """# Command-line reference
