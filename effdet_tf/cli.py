@@ -9,7 +9,7 @@ from effdet_tf.quiet_tf import VERBOSE_FLAG, quiet_tensorflow
 EXIT_USAGE = 2
 PACKAGES = ("effdet_tf", "data_pipelines", "train", "export")
 # CLIs that run without TensorFlow (ONNX Runtime only); they quieten it themselves if used.
-TF_FREE_MODULES = ("export.serve",)
+TF_FREE_MODULES = ("export.serve", "export.loadtest")
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):

@@ -4,6 +4,7 @@ Usage:
     python -m export.bench --run RUN_DIR [--repeats N] [--warmup N] [--batches 1 8]
         [--weights final|best|last] [--image-size S] [--out JSON] [--overwrite]
         [--no-single-heads] [--profile] [--saved-model DIR --onnx FILE.onnx]
+        [--int8 [FILE_int8.onnx]]
 
 The SavedModel and ONNX file are exported into a temporary folder with the same code
 as `export.saved_model` and `export.onnx` (or given with `--saved-model`/`--onnx`).
@@ -18,6 +19,11 @@ datasets with separate models would cost.
 reorders, NMS; `export.onnx_profile`) and times `onnx_relu_floor`, the ONNX file with
 every Mish replaced by a ReLU fused into its convolution: no Mish in ONNX Runtime can be
 faster, so it bounds what rewriting Mish could still win.
+
+`--int8 FILE` adds `onnxruntime_int8`, that int8 file of the run (`export.onnx --int8`),
+to the comparison; `--int8` alone quantises the run's ONNX file on the fly
+(`export.quantize`, calibrated on its training images). Its size is listed with the
+others and its latency is compared with fp32 ONNX and the SavedModel.
 """
 import argparse
 import functools
@@ -122,6 +128,26 @@ def runners(graph: DetectionGraph, paths: Dict[str, str]) -> Dict[str, Callable]
             "onnxruntime": lambda images: session.run(None, {input_name: images})}
 
 
+def int8_file(graph: DetectionGraph, run: str, given: str, folder: str) -> str:
+    """The int8 file to time: `given`, or one quantised into `folder` when it is empty.
+
+    Raises:
+        ConfigError: `given` does not exist.
+        ExportError: quantising fails (e.g. the run's training images are missing).
+    """
+    from export import quantize  # pylint: disable=import-outside-toplevel  # --int8 only
+
+    if given:
+        if not os.path.isfile(given):
+            raise ConfigError(f"--int8 {given} does not exist")
+        return given
+    images = quantize.draw_images(quantize.split_images(quantize.run_config(run)),
+                                  quantize.DEFAULT_CALIBRATION_IMAGES)
+    path = os.path.join(folder, "int8", "model_int8.onnx")
+    quantize.write_int8(graph, path, images)
+    return path
+
+
 def single_head_graph(graph: DetectionGraph, config: ExperimentConfig, classes: dict,
                       head: str) -> DetectionGraph:
     """A one-head detector of the same architecture with the two-head model's weights.
@@ -198,7 +224,7 @@ def add_floor(calls: Dict[str, Callable], onnx_path: str, folder: str) -> int:
 def bench(run: str, *, weights: str = "final", repeats: int = 20, warmup: int = 3,
           batches: Sequence[int] = (1, 8), single_heads: bool = True,
           exports: Optional[Dict[str, str]] = None, image_size: Optional[int] = None,
-          profile: bool = False) -> dict:
+          profile: bool = False, int8: Optional[str] = None) -> dict:
     """Runs the benchmark.
 
     Args:
@@ -213,6 +239,8 @@ def bench(run: str, *, weights: str = "final", repeats: int = 20, warmup: int = 
         image_size: benchmark at this input side (a multiple of 128) instead of the
             run's; given exports must have been made at it.
         profile: add the ONNX Runtime profile and the `onnx_relu_floor` runtime.
+        int8: an int8 `.onnx` file of the run to add as `onnxruntime_int8`; "" quantises
+            one on the fly; None leaves int8 out.
 
     Returns:
         The report (see `format_report`).
@@ -237,6 +265,13 @@ def bench(run: str, *, weights: str = "final", repeats: int = 20, warmup: int = 
         calls = runners(graph, paths)
         report["sizes_bytes"] = {"saved_model": folder_bytes(paths["saved_model"]),
                                  "onnx": folder_bytes(paths["onnx"])}
+        if int8 is not None:
+            int8_path = int8_file(graph, run, int8, folder)
+            report["sizes_bytes"]["onnx_int8"] = folder_bytes(int8_path)
+            int8_session = onnx_session(int8_path)
+            int8_input = int8_session.get_inputs()[0].name
+            calls["onnxruntime_int8"] = lambda images: int8_session.run(
+                None, {int8_input: images})
         for name in (f"checkpoints/{weights}.weights.h5", "checkpoints/last.weights.h5",
                      "model.keras"):
             if os.path.isfile(os.path.join(run, name)):
@@ -281,6 +316,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--profile", action="store_true",
                         help="add ONNX Runtime's time per operation group and the "
                              "onnx_relu_floor lower bound")
+    parser.add_argument("--int8", nargs="?", const="", default=None,
+                        help="add this int8 .onnx file of the run (export.onnx --int8); "
+                             "without a file, quantise the run's ONNX on the fly")
     parser.add_argument("--out", default=None, help="JSON file for the results")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     return parser
@@ -303,7 +341,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     exports = {"saved_model": args.saved_model, "onnx": args.onnx} if args.onnx else None
     report = bench(args.run, weights=args.weights, repeats=args.repeats, warmup=args.warmup,
                    batches=args.batches, single_heads=not args.no_single_heads,
-                   exports=exports, image_size=args.image_size, profile=args.profile)
+                   exports=exports, image_size=args.image_size, profile=args.profile,
+                   int8=args.int8)
     print(format_report(report))
     if args.out:
         write_text_atomic(args.out, json.dumps(report, indent=1) + "\n")

@@ -5,7 +5,7 @@ from export.onnx_profile import format_profile
 
 GOAL_ONNX_VS_SAVED_MODEL = 0.7
 HEAD_RUNTIMES = ("saved_model", "onnxruntime")
-RUNTIMES = ("keras", "saved_model", "onnxruntime", "onnx_relu_floor")
+RUNTIMES = ("keras", "saved_model", "onnxruntime", "onnxruntime_int8", "onnx_relu_floor")
 
 
 def head_table(heads: Sequence[str], latency: Dict[str, Dict[str, Dict[str, float]]],
@@ -36,7 +36,7 @@ def head_table(heads: Sequence[str], latency: Dict[str, Dict[str, Dict[str, floa
 
 def _latency_lines(report: dict) -> List[str]:
     """One row per runtime and batch, with the ratio to the SavedModel."""
-    lines = [f"{'runtime':<15} {'batch':>5} {'median ms':>10} {'p90 ms':>9} "
+    lines = [f"{'runtime':<16} {'batch':>5} {'median ms':>10} {'p90 ms':>9} "
              f"{'img/s':>8} {'vs saved_model':>15}"]
     latency = report["latency"]
     for batch in report["batches"]:
@@ -46,10 +46,21 @@ def _latency_lines(report: dict) -> List[str]:
             ratio = value["median_ms"] / base
             goal = (f" (goal <= {GOAL_ONNX_VS_SAVED_MODEL})" if runtime == "onnxruntime"
                     else "")
-            lines.append(f"{runtime:<15} {batch:>5} {value['median_ms']:>10.1f} "
+            lines.append(f"{runtime:<16} {batch:>5} {value['median_ms']:>10.1f} "
                          f"{value['p90_ms']:>9.1f} {1000.0 * batch / value['median_ms']:>8.1f} "
                          f"{ratio:>14.2f}x{goal}")
     return lines
+
+
+def _int8_lines(report: dict) -> List[str]:
+    """int8 vs fp32 ONNX: size and latency ratios."""
+    sizes, latency = report["sizes_bytes"], report["latency"]
+    median = {name: [latency[name][str(b)]["median_ms"] for b in report["batches"]]
+              for name in ("onnxruntime", "onnxruntime_int8")}
+    ratios = ", ".join(f"batch {b} {q / f:.2f}x" for b, f, q in zip(
+        report["batches"], median["onnxruntime"], median["onnxruntime_int8"]))
+    return [f"onnxruntime_int8 = the int8 QDQ file (export.onnx --int8); vs fp32 ONNX: size "
+            f"{sizes['onnx_int8'] / sizes['onnx']:.2f}x, median latency {ratios}"]
 
 
 def _head_lines(heads: dict) -> List[str]:
@@ -89,6 +100,8 @@ def format_report(report: dict) -> str:
                      "bound for any Mish in ONNX Runtime (timed only)")
     lines.append("file sizes: " + ", ".join(f"{name} {size / 1e6:.1f} MB"
                                             for name, size in report["sizes_bytes"].items()))
+    if "onnxruntime_int8" in report["latency"]:
+        lines += _int8_lines(report)
     if report.get("single_heads"):
         lines += _head_lines(report["single_heads"])
     for batch, profile in report.get("profile", {}).items():

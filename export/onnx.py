@@ -2,7 +2,7 @@
 
 Usage:
     python -m export.onnx --run RUN_DIR --out FILE.onnx [--opset 17]
-        [--weights best|last|final] [--overwrite]
+        [--weights best|last|final] [--overwrite] [--int8 [--calibration-images 64]]
 
 The ONNX graph is the SavedModel's `serving_default` graph: input `images` uint8
 `[B, H, W, 3]` with batch, height and width all dynamic; outputs per head
@@ -17,6 +17,10 @@ list the classes; `preprocessing.json` the input the model expects (`export.side
 tf2onnx logs unsupported operations instead of raising and writes an invalid file, so
 every export is loaded in ONNX Runtime and run once before it is renamed into place;
 a file that does not run is deleted and reported.
+
+`--int8` writes a statically quantised file instead (QDQ, int8 weights, uint8
+activations, calibrated on `--calibration-images` of the run's training images; letterbox,
+decoding and NMS stay float32): see `export.quantize`.
 """
 import argparse
 import logging
@@ -205,6 +209,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_output_args(parser, ".onnx file")
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET,
                         help="ONNX opset")
+    parser.add_argument("--int8", action="store_true",
+                        help="quantise statically to int8 (export.quantize), calibrated on "
+                             "the run's training images")
+    parser.add_argument("--calibration-images", type=int, default=64,
+                        help="with --int8: training images drawn for calibration")
     return parser
 
 
@@ -218,6 +227,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         Exit code 0.
     """
     args = build_parser().parse_args(argv)
+    if args.int8:
+        from export.quantize import export_int8  # pylint: disable=import-outside-toplevel,cyclic-import
+
+        done = export_int8(args.run, args.out, opset=args.opset, weights=args.weights,
+                           overwrite=args.overwrite, image_size=args.image_size,
+                           calibration_images=args.calibration_images)
+        print(f"wrote {args.out} (int8 QDQ, {done['quantized_nodes']} nodes quantised, "
+              f"calibrated on {done['calibration_images']} training images; opset "
+              f"{args.opset}; checked in ONNX Runtime)")
+        return 0
     out = export_onnx(args.run, args.out, opset=args.opset, weights=args.weights,
                       overwrite=args.overwrite, image_size=args.image_size)
     print(f"wrote {out} (opset {args.opset}; checked in ONNX Runtime)")

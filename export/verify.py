@@ -14,6 +14,9 @@ agree within 1e-4 (times the largest magnitude of the output, when above 1: floa
 rounding grows with the values), detections match (same count, IoU > 0.99 between
 matched boxes, same classes) and the image-level outputs agree; exit 1 and the differing
 numbers otherwise.
+
+`--int8 FILE_int8.onnx` switches to the agreement check of an int8 file against
+`--onnx` (`export.verify_int8`; `--saved-model` is then not needed).
 """
 import argparse
 import dataclasses
@@ -372,6 +375,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--saved-model", required=True, help="exported SavedModel folder")
     parser.add_argument("--images", nargs="+", default=None,
                         help="image files (None: a few generated images)")
+    parser.add_argument("--int8", default=None,
+                        help="an int8 .onnx file: check its agreement with --onnx instead "
+                             "(see python -m export.verify_int8 --help)")
     return parser
 
 
@@ -384,6 +390,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     Returns:
         0 when everything matches, 1 otherwise.
     """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if any(arg == "--int8" or arg.startswith("--int8=") for arg in argv):
+        from export import verify_int8  # pylint: disable=import-outside-toplevel
+
+        return verify_int8.main(argv)
     args = build_parser().parse_args(argv)
     images = read_images(args.images) if args.images else None
     passed, rows = verify(args.run, args.onnx, args.saved_model, images=images,

@@ -51,6 +51,8 @@ CLIS: Tuple[Tuple[str, str, Tuple[str, ...]], ...] = (
     ("python -m export.verify", "export.verify", ()),
     ("python -m export.bench", "export.bench", ()),
     ("python -m export.serve", "export.serve", ()),
+    ("python -m export.loadtest", "export.loadtest", ()),
+    ("python -m export.verify_int8", "export.verify_int8", ()),
 )
 
 CLI_DOC_HEAD = """# Command-line reference
