@@ -2,7 +2,7 @@
 
 Usage:
     python -m export.serve --model EXPORT [--backend onnx|saved_model] [--name NAME]
-        [--host 127.0.0.1] [--port 8080] [--max-batch 8] [--max-wait-ms 5]
+        [--host 127.0.0.1] [--port 8080] [--max-batch 8] [--max-wait-ms 0]
         [--max-bytes 20971520] [--threads 0]
 
 `EXPORT` is a `.onnx` file, a SavedModel folder, or a folder holding `model.onnx`
@@ -18,8 +18,9 @@ and/or `saved_model/` (see `export.serve_model.find_export`). Endpoints:
   `/v2/models/NAME/ready`.
 - `GET /`: a page to try an image in a browser.
 
-Concurrent requests are micro-batched: up to `--max-batch` images waiting at most
-`--max-wait-ms` go through the model together, one call per image size, in a worker
+Concurrent requests are micro-batched: the images that queued while the model was busy
+(up to `--max-batch`, after waiting up to `--max-wait-ms` for more; 0 by default, so a lone
+request never waits) go through the model together, one call per image size, in a worker
 thread. The model loads in the background after start-up; until its warm-up call ends,
 readiness is false and predictions answer 503. Errors are JSON `{"error": message}`.
 """
@@ -150,7 +151,7 @@ async def _load(app: FastAPI, threads: int) -> None:
 
 
 def create_app(model_path: str, *, backend: Optional[str] = None, name: Optional[str] = None,
-               max_batch: int = 8, max_wait_ms: float = 5.0, max_bytes: int = MAX_BYTES,
+               max_batch: int = 8, max_wait_ms: float = 0.0, max_bytes: int = MAX_BYTES,
                threads: int = 0) -> FastAPI:
     """The service of one export; the model loads when the app starts (lifespan).
 
@@ -159,7 +160,8 @@ def create_app(model_path: str, *, backend: Optional[str] = None, name: Optional
         backend: "onnx" or "saved_model"; None takes ONNX where the export has it.
         name: the model's name in the URLs (default: `default_name`).
         max_batch: most images per model call.
-        max_wait_ms: longest wait for more images before a call.
+        max_wait_ms: longest wait for more images before a call (0: take what queued
+            while the model was busy, never wait).
         max_bytes: largest request body.
         threads: ONNX Runtime intra-op threads (0: its default).
 
@@ -332,8 +334,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=8080, help="port to listen on")
     parser.add_argument("--max-batch", type=int, default=8, help="most images per model call")
-    parser.add_argument("--max-wait-ms", type=float, default=5.0,
-                        help="longest wait for more images before a model call")
+    parser.add_argument("--max-wait-ms", type=float, default=0.0,
+                        help="longest wait for more images before a model call (0: batch "
+                             "what queued while the model was busy; a lone request never "
+                             "waits)")
     parser.add_argument("--max-bytes", type=int, default=MAX_BYTES,
                         help="largest request body (413 above)")
     parser.add_argument("--threads", type=int, default=0,
