@@ -18,6 +18,7 @@ EXCLUDE_FILE = "exclude.txt"
 SHEET_COLUMNS = 6
 PER_ISSUE = 3  # examples of each issue on the worst-examples sheet
 SHEET_MAX = 24
+NOISY_SHARE = 0.2  # above this share of flagged training images, the model is the suspect
 
 
 def issues_frame(rows: Sequence[Dict[str, Any]]) -> pd.DataFrame:
@@ -184,6 +185,14 @@ def dataset_section(catalog: Catalog, issues: pd.DataFrame, analysis: Dict[str, 
     mine = issues[(issues["dataset"] == catalog.name)
                   & issues["issue"].isin(["label_issue", "tag_issue"])]
     if len(mine):
+        train = int((catalog.images["split"] == "train").sum())
+        share = mine["file"].nunique() / max(train, 1)
+        lines += ["", f"Likely wrong labels on {mine['file'].nunique():,} of {train:,} training "
+                      f"images ({share:.0%}), {len(mine):,} labels in all; the 10 likeliest:"]
+        if share > NOISY_SHARE:
+            lines += ["", f"More than {NOISY_SHARE:.0%} of the training images disagree with "
+                          "the model: this says more about the model than about the labels "
+                          "(train it longer, or check a few by hand before excluding any)."]
         lines += [""] + _markdown_table(mine[["file", "issue", "score", "detail"]].head(10))
     count = len(read_lines(files["exclude"]))
     lines += ["", f"Leave out the {count} file{'' if count == 1 else 's'} of "

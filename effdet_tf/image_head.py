@@ -3,11 +3,13 @@ pooled to one vector and a linear layer to one logit per class.
 
 `pool` chooses the features:
 
-- "pyramid" (default): every BiFPN level through one 1x1 conv to `width` channels (256;
-  shared across levels as in the detection head, one BN per level) and swish, averaged
+- "pyramid" (the multilabel kind's default): every BiFPN level through one 1x1 conv to
+  `width` channels (256; shared across levels as in the detection head, one BN per
+  level) and swish, averaged
   over space, the five levels concatenated (1280 features, the width of YOLOv8-cls'
   pooled features); the head trains the BiFPN the detection heads use.
-- "c5": the backbone's last map C5 (1024 channels in CSPDarknet53) through a 1x1 conv to
+- "c5" (the classification kind's default, measured better on clothing: docs/results.md):
+  the backbone's last map C5 (1024 channels in CSPDarknet53) through a 1x1 conv to
   `width` channels (1280), BN and swish, averaged over space: the classic classifier
   head, one step from the backbone.
 
@@ -28,7 +30,6 @@ from effdet_tf.heads import TaskHead, TensorLike
 from effdet_tf.layers import batch_norm
 
 POOLS = {"pyramid": 256, "c5": 1280}  # pool -> default width
-DEFAULT_POOL = "pyramid"
 DEFAULT_DROPOUT = 0.2
 PYRAMID_LEVELS = 5
 
@@ -45,7 +46,8 @@ class ImageHead(TaskHead):  # pylint: disable=abstract-method  # add_metric is a
         channels: BiFPN width (unused: the 1x1 conv adapts any width; kept so every kind
             takes the shared arguments).
         num_layers: unused (one 1x1 conv per level); kept like `channels`.
-        pool: "c5" or "pyramid" (see the module docstring).
+        pool: "c5" or "pyramid" (see the module docstring); None: the kind's
+            `default_pool`.
         width: channels of the 1x1 conv (None: 256 per level for "pyramid", 1280 for "c5").
         dropout: dropout rate on the pooled features while training.
         **kwargs: `keras.layers.Layer` arguments.
@@ -54,10 +56,13 @@ class ImageHead(TaskHead):  # pylint: disable=abstract-method  # add_metric is a
         ConfigError: an unknown pool.
     """
 
+    default_pool = "pyramid"  # a kind may choose "c5"
+
     def __init__(self, *, num_classes: int, image_size: int, channels: int = 64,
-                 num_layers: int = 1, pool: str = DEFAULT_POOL, width: Optional[int] = None,
+                 num_layers: int = 1, pool: Optional[str] = None, width: Optional[int] = None,
                  dropout: float = DEFAULT_DROPOUT, **kwargs) -> None:
         super().__init__(num_classes=num_classes, image_size=image_size, **kwargs)
+        pool = pool or self.default_pool
         if pool not in POOLS:
             raise ConfigError(f"head {self.name!r}: pool must be one of "
                               f"{', '.join(POOLS)}, got {pool!r}")

@@ -101,3 +101,13 @@ def test_thresholds_survive_save_and_load(tmp_path):
     np.testing.assert_allclose(loaded.task_heads["t"].thresholds.numpy(), [0.1, 0.2, 0.9, 0.99])
     raw = {"logits": np.zeros((1, 4), np.float32)}  # every probability 0.5
     assert np.asarray(loaded.task_heads["t"].postprocess(raw)["tags"]).tolist() == [[1, 1, 0, 0]]
+
+
+def test_default_pool_per_kind():
+    """Classification pools C5 by default (measured better on clothing), tags the pyramid."""
+    category = ClassificationHead(num_classes=3, image_size=128, name="category")
+    tags = MultiLabelHead(num_classes=4, image_size=128, name="tags")
+    assert (category.pool, category.width, category.feature_source) == ("c5", 1280,
+                                                                        "backbone_c5")
+    assert (tags.pool, tags.width, tags.feature_source) == ("pyramid", 256, "pyramid")
+    assert ClassificationHead.from_config(category.get_config()).pool == "c5"
