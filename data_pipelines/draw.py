@@ -7,6 +7,14 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 
+def scalable_font(size: int) -> ImageFont.ImageFont:
+    """Pillow's scalable default font at `size` px (the bitmap one on Pillow < 10.1)."""
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:
+        return ImageFont.load_default()
+
+
 def palette(count: int) -> Sequence[Tuple[int, int, int]]:
     """`count` well separated RGB colours.
 

@@ -7,17 +7,16 @@ training gets (a dataset's `exclude` list applied) and format errors are the sam
 """
 import dataclasses
 import os
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from data_pipelines.coco import CocoSource
-from data_pipelines.decode import ImageInfo, probe_image
+from data_pipelines.decode import ImageInfo
 from data_pipelines.sources import open_source
 from data_pipelines.table_source import read_table
+from data_pipelines.validate import probe_all
 from effdet_tf.errors import DataError
 
 SPLITS = ("train", "val", "test")
@@ -75,22 +74,6 @@ def split_present(dataset: Any, split: str) -> bool:
     return bool((table[dataset.split_column].astype(str).str.strip() == split).any())
 
 
-def probe_images(paths: Sequence[str], desc: str, workers: int = 4) -> List[ImageInfo]:
-    """Opens every image once (size, EXIF orientation, full decode), with a progress bar.
-
-    Args:
-        paths: image files.
-        desc: the progress bar's label.
-        workers: threads.
-
-    Returns:
-        One `ImageInfo` per path.
-    """
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(tqdm(pool.map(probe_image, paths), total=len(paths), desc=desc,
-                         unit="img", leave=False, mininterval=1.0))
-
-
 def _relative(path: str, root: str) -> str:
     return os.path.relpath(path, root).replace(os.sep, "/")
 
@@ -118,7 +101,7 @@ def _coco_split(source: CocoSource, split: str, root: str, offset: int,
     coco = source.coco
     entries = [coco.imgs[i] for i in source.image_ids]
     paths = [os.path.join(source.image_dir, e["file_name"]) for e in entries]
-    infos = probe_images(paths, f"{source.name} {split}")
+    infos = probe_all(paths, desc=f"{source.name} {split}")
     images = _image_rows(split, paths, root, infos, [-1] * len(paths))
     row_of = {image_id: offset + k for k, image_id in enumerate(source.image_ids)}
     class_of = {cid: names.index(name) for cid, name in zip(source.category_ids,
@@ -136,7 +119,7 @@ def _coco_split(source: CocoSource, split: str, root: str, offset: int,
 
 def _label_split(source: Any, split: str, root: str, names: List[str]) -> tuple:
     """`(images, tags)` of one image-folder or table split, labels in `names` order."""
-    infos = probe_images(source.paths, f"{source.name} {split}")
+    infos = probe_all(source.paths, desc=f"{source.name} {split}")
     order = [names.index(n) for n in source.class_names]
     known = source.label_mask > 0
     if source.kind == "classification":

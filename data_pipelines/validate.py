@@ -6,6 +6,8 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
+from tqdm import tqdm
+
 from effdet_tf.errors import DataError
 from data_pipelines.decode import ImageInfo, probe_image
 
@@ -160,18 +162,24 @@ def usable_images(data: Mapping[str, Any]) -> List[Dict[str, Any]]:
     return out
 
 
-def probe_all(paths: Sequence[str], workers: int = 4) -> List[ImageInfo]:
+def probe_all(paths: Sequence[str], workers: int = 4,
+              desc: Optional[str] = None) -> List[ImageInfo]:
     """Probes many image files with PIL in a thread pool (PIL decodes without the GIL).
 
     Args:
         paths: image files.
         workers: threads.
+        desc: label of a progress bar (None: no bar).
 
     Returns:
         One `ImageInfo` per path, in order.
     """
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(probe_image, paths))
+        infos = pool.map(probe_image, paths)
+        if desc is not None:
+            infos = tqdm(infos, total=len(paths), desc=desc, unit="img", leave=False,
+                         mininterval=1.0)
+        return list(infos)
 
 
 def check_images(images: Sequence[Mapping[str, Any]], infos: Sequence[ImageInfo],

@@ -11,7 +11,9 @@ import io
 from typing import Any, Dict, List, Tuple
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
+
+from data_pipelines.draw import scalable_font
 
 COLOURS = ((230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180))
 MIN_SIDE = 400  # smaller images are drawn enlarged
@@ -155,14 +157,6 @@ def render_page(model_name: str) -> str:
     return PAGE.replace("__MODEL__", html.escape(model_name))
 
 
-def _font(size: int) -> ImageFont.ImageFont:
-    """Pillow's scalable default font at `size` px (the bitmap one on old Pillow)."""
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:
-        return ImageFont.load_default()
-
-
 def label_lines(result: Dict[str, Any]) -> List[str]:
     """One text line per classification / multilabel head of an `image_result`."""
     lines = []
@@ -195,7 +189,7 @@ def draw_result(image: np.ndarray, result: Dict[str, Any], fmt: str = "png") -> 
     picture = picture.resize((picture.width * zoom, picture.height * zoom),
                              Image.Resampling.NEAREST)
     size = max(12, round(max(picture.size) / 45))
-    font = _font(size)
+    font = scalable_font(size)
     lines = label_lines(result)
     width = max([picture.width] + [int(font.getlength(t)) + 12 for t in lines])
     canvas = Image.new("RGB", (width, picture.height + (size + 8) * len(lines) + 6), "white")

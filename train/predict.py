@@ -21,6 +21,7 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from tqdm import tqdm
 
+from data_pipelines.draw import scalable_font
 from effdet_tf.cli import make_parser, run_cli
 from effdet_tf.errors import DataError
 from train.predict_table import (PREDICTIONS_FILE, head_columns, image_inputs, label_lines,
@@ -143,14 +144,6 @@ def detect_image(detector: Any, image: np.ndarray, image_size: int,
     return predict_images(detector, [image], image_size, classes, **settings)[0][0]
 
 
-def _font(size: int) -> ImageFont.ImageFont:
-    """A scalable font of `size` px (Pillow's bundled one); the bitmap font if unavailable."""
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1 has no sized default font
-        return ImageFont.load_default()
-
-
 def _text_colour(fill: Sequence[int]) -> tuple:
     """Black or white, whichever reads better on `fill`."""
     luminance = 0.299 * fill[0] + 0.587 * fill[1] + 0.114 * fill[2]
@@ -177,7 +170,7 @@ def draw(image: np.ndarray, detections: List[Dict[str, Any]], head_names: Sequen
     """
     picture = Image.fromarray(image).convert("RGB")
     size = max(12, round(max(picture.size) / 40))
-    font = _font(size)
+    font = scalable_font(size)
     strip = (size + 10) * (1 + len(label_text))
     width = picture.width
     if label_text:  # wide enough for the longest line
