@@ -109,8 +109,18 @@ class CocoSource:
 
     @property
     def coco(self) -> COCO:
-        """The pycocotools `COCO` object of the json (built on first use, quietly)."""
+        """The pycocotools `COCO` object of the json (built on first use, quietly).
+
+        COCO files written by converters often lack `area` and `iscrowd`, which
+        pycocotools' evaluation needs: a missing `area` is the box's `w * h` (the segment
+        area COCO would give is unknown) and a missing `iscrowd` is 0.
+        """
         if self._coco is None:
+            for ann in self._data.get("annotations", []):
+                if "area" not in ann:
+                    box = ann.get("bbox") or [0, 0, 0, 0]
+                    ann["area"] = float(box[2]) * float(box[3]) if len(box) == 4 else 0.0
+                ann.setdefault("iscrowd", 0)
             coco = COCO()
             coco.dataset = self._data
             with contextlib.redirect_stdout(io.StringIO()):

@@ -294,3 +294,80 @@ def test_bench_adds_int8(q8, tmp_path):
     assert "onnxruntime_int8     8" in text and "vs fp32 ONNX: size" in text
     with pytest.raises(ConfigError, match="does not exist"):
         bench_cli.int8_file(None, q8.run, str(tmp_path / "missing.onnx"), str(tmp_path))
+
+
+def test_calibration_reads_every_image(q8, tmp_path):
+    """16 images, one full slice (onnxruntime 1.32's CalibMaxIntermediateOutputs dropped
+    it and failed with "No data is collected"): all 16 are read and the file is written."""
+    paths = quantize.draw_images(quantize.split_images(quantize.run_config(q8.run)), 16, 0)
+    reader = quantize.calibration_reader(paths)
+    read = []
+    next_batch = reader.get_next
+
+    def counting():
+        batch = next_batch()
+        read.extend([batch] if batch else [])
+        return batch
+
+    reader.get_next = counting
+    out = str(tmp_path / "model_int8.onnx")
+    assert quantize.quantize_file(q8.fp32, out, reader, str(tmp_path)) > 20
+    assert len(read) == 16 and onnx_session(out) is not None
+    assert [quantize.calibration_stride(n) for n in (64, 70, 61, 8)] == [16, 14, 1, 8]
+
+
+def _scores(run: str, folder: str) -> dict:
+    with open(os.path.join(run, folder, "metrics_train.json"), encoding="utf-8") as stream:
+        return json.load(stream)
+
+
+def test_evaluate_scores_exports_like_the_keras_model(q8, tmp_path, capsys):
+    """`train.evaluate --model`: fp32 ONNX and SavedModel score what the Keras model scores
+    on the same split; int8 gets its own figures; a foreign export fails in one line."""
+    # pylint: disable-next=import-outside-toplevel  # heavy
+    from train import evaluate
+    from train.export_runner import ExportRunner  # pylint: disable=import-outside-toplevel
+    from train.label_eval import predict_labels  # pylint: disable=import-outside-toplevel
+    from train.run_dir import load_run  # pylint: disable=import-outside-toplevel
+
+    run = _copy_run(q8, str(tmp_path))
+    with open(os.path.join(run, "classes.json"), encoding="utf-8") as stream:
+        classes = json.load(stream)
+    classes["shape"].update(train_counts=[2, 2, 2], train_known=[6, 6, 6])
+    classes["tags"].update(train_counts=[3, 3, 6, 0], train_known=[6, 6, 6, 6])
+    with open(os.path.join(run, "classes.json"), "w", encoding="utf-8") as stream:
+        json.dump(classes, stream)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(csp, "build_cspdarknet53", tiny_backbone)
+        assert evaluate.main(["--run", run, "--split", "train", "--weights", "last"]) == 0
+    assert evaluate.main(["--run", run, "--split", "train", "--model", q8.fp32]) == 0
+    assert evaluate.main(["--run", run, "--split", "train", "--model", q8.saved]) == 0
+    assert evaluate.main(["--run", run, "--split", "train", "--model", q8.int8]) == 0
+    assert "scoring the export" in capsys.readouterr().out
+    keras_scores = _scores(run, "eval_train")
+    for folder in ("eval_train_onnx_out_model.onnx", "eval_train_saved_model_out_saved_model"):
+        exported = _scores(run, folder)
+        assert set(exported) == set(keras_scores) == {"fruits", "shape", "tags"}
+        # Not mAP: the stand-in model's scores are nearly equal across images, so rounding
+        # reorders ties (the probabilities themselves are compared below).
+        for key in ("accuracy", "top2_accuracy", "macro_f1"):
+            assert exported["shape"][key] == pytest.approx(keras_scores["shape"][key], abs=1e-6)
+        for key in ("micro_f1", "macro_f1"):
+            assert exported["tags"][key] == pytest.approx(keras_scores["tags"][key], abs=1e-6)
+        assert exported["fruits"]["num_images"] == keras_scores["fruits"]["num_images"]
+        assert exported["fruits"]["AP50"] == pytest.approx(keras_scores["fruits"]["AP50"],
+                                                           abs=0.05)
+    assert _scores(run, "eval_train_onnx_out_model_int8.onnx")["shape"]["num_images"] == TRAIN_IMAGES
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(csp, "build_cspdarknet53", tiny_backbone)
+        cfg, model, _ = load_run(run, weights="last")
+    for head, index in (("shape", 1), ("tags", 2)):
+        want = predict_labels(model, cfg, index, "train", head)["probs"]
+        got = predict_labels(ExportRunner(q8.fp32), cfg, index, "train", head)["probs"]
+        np.testing.assert_allclose(got, want, atol=1e-5)
+    with open(os.path.join(run, "classes.json"), "w", encoding="utf-8") as stream:
+        json.dump({**classes, "shape": {**classes["shape"], "names": ["a", "b", "c"]}}, stream)
+    with pytest.raises(SystemExit) as stop:
+        run_cli(evaluate.main, ["--run", run, "--split", "train", "--model", q8.fp32])
+    assert stop.value.code == 2
+    assert "has classes ['circle', 'square', 'triangle']" in capsys.readouterr().err

@@ -5,9 +5,14 @@ that split counted: detection heads with pycocotools (images with no detection
 included), classification and multilabel heads with `train.label_eval` (accuracy, top-2,
 balanced accuracy, macro F1, mAP; micro/macro F1 and mAP at the saved thresholds), next
 to the trivial baseline.
+
+`--model EXPORT` scores an export of the run instead (ONNX, int8 ONNX or SavedModel, see
+`train.export_runner`) with the same images and rules, so fp32 and int8 files can be
+compared by their metrics.
 """
 import json
 import os
+import re
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -18,6 +23,8 @@ from effdet_tf.cli import make_parser, run_cli
 from effdet_tf.config import ExperimentConfig, check_dataset_paths
 from train.coco_eval import evaluate_detections
 from train.data import eval_dataset, scored_pairs
+from train.export_runner import ExportRunner
+from train.export_runner import detections as detections_of
 from train.label_eval import evaluate_labels, format_label_table
 
 TABLE_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR100")
@@ -45,7 +52,7 @@ def predict_head(detector: Any, cfg: ExperimentConfig, dataset_id: int, split: s
     """Runs the detector over one dataset's split; returns COCO-style detections of a head.
 
     Args:
-        detector: the detector.
+        detector: the detector, or an `train.export_runner.ExportRunner`.
         cfg: the experiment config.
         dataset_id: index of the dataset.
         split: "train", "val" or "test".
@@ -56,7 +63,6 @@ def predict_head(detector: Any, cfg: ExperimentConfig, dataset_id: int, split: s
         original pixels (classes the dataset has no category for are left out), and the
         dataset's `CocoSource` (its ground truth, classes in the head's order).
     """
-    from effdet_tf import nms_tf  # pylint: disable=import-outside-toplevel  # TF-only module
     dataset, source = eval_dataset(cfg, dataset_id, split)
     category_ids = source.category_ids
     detections: List[Dict[str, Any]] = []
@@ -64,11 +70,7 @@ def predict_head(detector: Any, cfg: ExperimentConfig, dataset_id: int, split: s
     with tqdm(total=len(source.image_ids), desc=f"eval {head} on {name}/{split}", unit="img",
               leave=False, disable=None) as progress:  # None: no bar in a log file
         for batch in dataset:
-            out = nms_tf.detect(detector, batch["images"],
-                                score_threshold=cfg.eval.score_threshold,
-                                iou_threshold=cfg.eval.iou_threshold,
-                                max_detections=cfg.eval.max_detections)[head]
-            out = {k: np.asarray(v) for k, v in out.items()}
+            out = detections_of(detector, batch["images"], head, cfg)
             meta = {k: batch[k].numpy() for k in ("image_id", "scale", "pad", "orig_size")}
             for b in range(len(meta["image_id"])):
                 count = int(out["num_detections"][b])
@@ -147,11 +149,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--run", required=True, help="run folder written by train.fit")
     parser.add_argument("--split", default="test", choices=("train", "val", "test"))
     parser.add_argument("--weights", default="final", choices=("best", "last", "final"))
+    parser.add_argument("--model", default=None, metavar="EXPORT",
+                        help="score this export of the run instead of its Keras weights: a "
+                             ".onnx file (fp32 or int8), a SavedModel folder or an export "
+                             "folder; results go to RUN/eval_<split>_<backend>_<folder>_<file>")
+    parser.add_argument("--backend", default=None, choices=("onnx", "saved_model"),
+                        help="with --model: which model of an export folder (default: ONNX)")
     args = parser.parse_args(argv)
-    from train.run_dir import load_run  # pylint: disable=import-outside-toplevel  # heavy
-    cfg, detector, classes = load_run(args.run, weights=args.weights)
-    check_dataset_paths(cfg, splits=(args.split,))
+    # pylint: disable-next=import-outside-toplevel  # heavy
+    from train.run_dir import load_run, load_run_meta
     out_dir = os.path.join(args.run, f"eval_{args.split}")
+    if args.model:
+        cfg, classes = load_run_meta(args.run)
+        detector = ExportRunner(args.model, args.backend)
+        detector.check_run(cfg, classes, args.run)
+        out_dir += "_" + re.sub(r"[^A-Za-z0-9_.-]+", "_", detector.label)
+        print(f"scoring the export {detector.export.path} ({detector.export.backend})")
+    else:
+        cfg, detector, classes = load_run(args.run, weights=args.weights)
+    check_dataset_paths(cfg, splits=(args.split,))
     results = evaluate_model(detector, cfg, classes, split=args.split, out_dir=out_dir)
     print(format_table(results, args.split))
     print(f"plots and metrics_{args.split}.json in {out_dir}")

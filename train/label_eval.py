@@ -15,7 +15,7 @@ from tqdm import tqdm
 from effdet_tf import batch_schema as schema
 from effdet_tf.config import ExperimentConfig
 from effdet_tf.names import IMAGE_LEVEL_KINDS
-from train import label_metrics, label_plots
+from train import export_runner, label_metrics, label_plots
 from train.data import eval_dataset, scored_pairs
 
 CLASSIFICATION_KEYS = ("accuracy", "top2_accuracy", "balanced_accuracy", "macro_f1", "mAP")
@@ -27,7 +27,7 @@ def predict_labels(model: Any, cfg: ExperimentConfig, dataset_id: int, split: st
     """Runs the model over one dataset's split; returns a head's probabilities and truth.
 
     Args:
-        model: the detector.
+        model: the detector, or an `train.export_runner.ExportRunner`.
         cfg: the experiment config.
         dataset_id: index of the dataset.
         split: "train", "val" or "test".
@@ -38,14 +38,12 @@ def predict_labels(model: Any, cfg: ExperimentConfig, dataset_id: int, split: st
         `"ids"` and `"paths"`, the source's image ids and files.
     """
     dataset, source = eval_dataset(cfg, dataset_id, split)
-    layer = model.task_heads[head]
     probs, labels, masks = [], [], []
     name = cfg.data.datasets[dataset_id].name
     with tqdm(total=source.num_images, desc=f"eval {head} on {name}/{split}", unit="img",
               leave=False, disable=None) as progress:  # None: no bar in a log file
         for batch in dataset:
-            out = layer.postprocess(model(batch[schema.IMAGES], training=False)[head])
-            probs.append(np.asarray(out["probabilities"], np.float32))
+            probs.append(export_runner.probabilities(model, batch[schema.IMAGES], head))
             labels.append(batch[schema.labels_key(head)].numpy())
             masks.append(batch[schema.label_mask_key(head)].numpy())
             progress.update(len(probs[-1]))
@@ -141,7 +139,7 @@ def evaluate_labels(model: Any, cfg: ExperimentConfig, classes: Dict[str, Dict[s
         pred = predict_labels(model, cfg, index, split, head)
         thresholds = None
         if kind == "multilabel":
-            thresholds = np.asarray(model.task_heads[head].thresholds.numpy(), np.float32)
+            thresholds = export_runner.thresholds(model, head)
         metrics = score_head(kind, pred, names, thresholds=thresholds)
         metrics["baseline"] = {k: v for k, v in baseline(kind, pred, names, classes[head]).items()
                                if not isinstance(v, (dict, list))}

@@ -97,6 +97,23 @@ def head_options(head: Any, entry: Dict[str, Any]) -> Dict[str, Any]:
     return options
 
 
+def load_run_meta(run: str) -> Tuple[ExperimentConfig, Dict[str, Dict[str, Any]]]:
+    """A run's config and class table, without its model.
+
+    Raises:
+        ConfigError: the folder has no config or classes.
+    """
+    cfg_file = os.path.join(run, CONFIG_FILE)
+    if not os.path.isfile(cfg_file):
+        raise ConfigError(f"{run}: not a run folder ({CONFIG_FILE} missing)")
+    cfg = load_config(cfg_file)
+    classes_file = os.path.join(run, CLASSES_FILE)
+    if not os.path.isfile(classes_file):
+        raise ConfigError(f"{run}: {CLASSES_FILE} missing (the run never started training)")
+    with open(classes_file, encoding="utf-8") as stream:
+        return cfg, json.load(stream)
+
+
 def load_run(run: str, *, weights: str = "final") -> Tuple[ExperimentConfig, keras.Model,
                                                           Dict[str, Dict[str, Any]]]:
     """Loads a run's config, detector and class table.
@@ -115,15 +132,7 @@ def load_run(run: str, *, weights: str = "final") -> Tuple[ExperimentConfig, ker
     Raises:
         ConfigError: the folder has no config, classes or weights.
     """
-    cfg_file = os.path.join(run, CONFIG_FILE)
-    if not os.path.isfile(cfg_file):
-        raise ConfigError(f"{run}: not a run folder ({CONFIG_FILE} missing)")
-    cfg = load_config(cfg_file)
-    classes_file = os.path.join(run, CLASSES_FILE)
-    if not os.path.isfile(classes_file):
-        raise ConfigError(f"{run}: {CLASSES_FILE} missing (the run never started training)")
-    with open(classes_file, encoding="utf-8") as stream:
-        classes = json.load(stream)
+    cfg, classes = load_run_meta(run)
     model_file = os.path.join(run, MODEL_FILE)
     # The import registers MultiHeadDetector and the head classes with Keras' loader.
     import effdet_tf.detector  # pylint: disable=import-outside-toplevel,unused-import  # heavy
