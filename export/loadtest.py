@@ -3,7 +3,7 @@
 Usage:
     python -m export.loadtest --url http://127.0.0.1:8080 --images DIR
         [--concurrency 4] [--requests 100] [--timeout-s 300] [--pid PID]
-        [--direct EXPORT] [--json OUT] [--overwrite]
+        [--direct EXPORT [--rounds 5]] [--json OUT] [--overwrite]
 
 Sends `--requests` `POST /predict` requests, the image files of `DIR` in turn as raw
 bodies (Content-Type from the extension), from `--concurrency` threads, each holding
@@ -17,10 +17,13 @@ of its response), throughput (completed requests per second of wall time) and th
 count (non-200 answers and exceptions). `--pid` adds the server process's resident
 memory (VmRSS) before and after, and its peak (VmHWM), from /proc.
 
-`--direct EXPORT` then runs the same decoded images through ONNX Runtime directly, one
-InferenceSession shared by the same number of threads, one image per call, and prints
-the service's overhead at p50 (service / direct): decoding, HTTP, JSON and
-micro-batching. Exit 0 when every request succeeded, 1 otherwise.
+`--direct EXPORT` also runs the same image files through ONNX Runtime directly, in this
+process: each call decodes the file's bytes (as any client of a model must) and runs
+one InferenceSession shared by the same number of threads, one image per call. It prints
+the service's overhead at p50 (service / direct): HTTP, JSON, the hops between threads
+and micro-batching. The two take turns in `--rounds` rounds (each a share of
+`--requests`), so a change in background load on a shared machine touches both alike.
+Exit 0 when every request succeeded, 1 otherwise.
 """
 import argparse
 import dataclasses
@@ -43,6 +46,7 @@ from export.io import check_output, write_text_atomic
 
 MAX_CONCURRENCY = 256
 MAX_REQUESTS = 1_000_000
+DEFAULT_ROUNDS = 5
 CONTENT_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png",
                  ".webp": "image/webp", ".bmp": "image/bmp"}
 
@@ -64,6 +68,12 @@ class Result:
     not_sent: int
     wall_s: float
     first_error: str = ""
+
+    def merged(self, other: "Result") -> "Result":
+        """This result followed by another one (latencies joined, counts and time added)."""
+        return Result(self.latencies_ms + other.latencies_ms, self.errors + other.errors,
+                      self.not_sent + other.not_sent, self.wall_s + other.wall_s,
+                      self.first_error or other.first_error)
 
     def summary(self) -> Dict[str, Any]:
         """`{completed, errors, not_sent, wall_s, throughput_rps, p50_ms, p95_ms, p99_ms,
@@ -212,16 +222,16 @@ def service_caller(url: str, bodies: Sequence[Tuple[str, bytes, str]],
 
 def direct_caller(export_path: str, bodies: Sequence[Tuple[str, bytes, str]]
                   ) -> Callable[[], Callable[[int], Optional[str]]]:
-    """Callers running the decoded images through one shared ONNX Runtime session."""
+    """Callers decoding `bodies[i % len]` and running it through one shared ONNX Runtime
+    session."""
     from export import serve_model  # pylint: disable=import-outside-toplevel  # --direct only
 
     backend = serve_model.load_backend(serve_model.find_export(export_path, "onnx"))
-    images = [serve_model.decode_image(body) for _, body, _ in bodies]
-    backend.run(images[0][None])  # warm-up, as the service does before it is ready
+    backend.run(serve_model.decode_image(bodies[0][1])[None])  # warm-up, as the service's
 
     def make_call() -> Callable[[int], Optional[str]]:
         def call(index: int) -> Optional[str]:
-            backend.run(images[index % len(images)][None])
+            backend.run(serve_model.decode_image(bodies[index % len(bodies)][1])[None])
 
         return call
 
@@ -249,7 +259,7 @@ def rss_kib(pid: int) -> Dict[str, int]:
 
 def load_test(url: str, images: str, *, concurrency: int = 4, requests: int = 100,
               timeout_s: float = 300.0, pid: Optional[int] = None,
-              direct: Optional[str] = None) -> Dict[str, Any]:
+              direct: Optional[str] = None, rounds: int = DEFAULT_ROUNDS) -> Dict[str, Any]:
     """Runs the load test (and the direct comparison); returns the figures.
 
     Args:
@@ -260,6 +270,8 @@ def load_test(url: str, images: str, *, concurrency: int = 4, requests: int = 10
         timeout_s: no request starts after this many seconds; each waits at most as long.
         pid: the server process, for its memory before and after.
         direct: an export (`.onnx` file or export folder) to time ONNX Runtime directly.
+        rounds: with `direct`, service and direct take turns this many times (at most
+            `requests`), each turn a share of `requests`.
 
     Returns:
         `{"url", "concurrency", "requests", "images", "service": summary, "rss_kib":
@@ -279,26 +291,40 @@ def load_test(url: str, images: str, *, concurrency: int = 4, requests: int = 10
         raise ConfigError(f"--requests must be 1..{MAX_REQUESTS}, got {requests}")
     if not math.isfinite(timeout_s) or timeout_s <= 0:
         raise ConfigError(f"--timeout-s must be > 0, got {timeout_s}")
+    if rounds < 1:
+        raise ConfigError(f"--rounds must be >= 1, got {rounds}")
     bodies = read_bodies(images)
+    rounds = min(rounds, requests) if direct else 1
     report: Dict[str, Any] = {"url": url, "concurrency": concurrency, "requests": requests,
-                              "images": len(bodies)}
-    before = rss_kib(pid) if pid is not None else None
-    report["service"] = run_workers(requests, concurrency, timeout_s,
-                                    service_caller(url, bodies, timeout_s)).summary()
-    if before is not None:
-        report["rss_kib"] = {"before": before, "after": rss_kib(pid)}
+                              "images": len(bodies), "rounds": rounds}
+    callers = {"service": service_caller(url, bodies, timeout_s)}
     if direct:
-        report["direct"] = run_workers(requests, concurrency, timeout_s,
-                                       direct_caller(direct, bodies)).summary()
-        if report["service"]["p50_ms"] and report["direct"]["p50_ms"]:
-            report["overhead_p50"] = report["service"]["p50_ms"] / report["direct"]["p50_ms"]
+        callers["direct"] = direct_caller(direct, bodies)
+    before = rss_kib(pid) if pid is not None else None
+    deadline = time.monotonic() + timeout_s
+    results: Dict[str, Result] = {}
+    for turn in range(rounds):
+        share = requests // rounds + (turn < requests % rounds)
+        for mode, caller in callers.items():
+            left = deadline - time.monotonic()
+            result = (run_workers(share, concurrency, left, caller) if left > 0
+                      else Result([], 0, share, 0.0))
+            results[mode] = results[mode].merged(result) if mode in results else result
+        if before is not None and turn == rounds - 1:
+            report["rss_kib"] = {"before": before, "after": rss_kib(pid)}
+    for mode, result in results.items():
+        report[mode] = result.summary()
+    if direct and report["service"]["p50_ms"] and report["direct"]["p50_ms"]:
+        report["overhead_p50"] = report["service"]["p50_ms"] / report["direct"]["p50_ms"]
     return report
 
 
 def format_report(report: Dict[str, Any]) -> str:
     """The figures as a text table."""
+    turns = (f", service and direct in {report['rounds']} alternating rounds"
+             if report.get("rounds", 1) > 1 else "")
     lines = [f"load test of {report['url']}/predict: {report['requests']} requests, "
-             f"concurrency {report['concurrency']}, {report['images']} image(s) in turn",
+             f"concurrency {report['concurrency']}, {report['images']} image(s) in turn{turns}",
              f"{'mode':<8} {'done':>7} {'errors':>7} {'not sent':>9} {'p50 ms':>9} "
              f"{'p95 ms':>9} {'p99 ms':>9} {'req/s':>8} {'wall s':>8}"]
     for mode in ("service", "direct"):
@@ -311,7 +337,7 @@ def format_report(report: Dict[str, Any]) -> str:
                          f"{row['wall_s']:>8.2f}")
     if "overhead_p50" in report:
         lines.append(f"service overhead at p50: {report['overhead_p50']:.2f}x direct ONNX "
-                     "Runtime (same images, same concurrency, one shared session)")
+                     "Runtime (same files decoded, same concurrency, one shared session)")
     if "rss_kib" in report:
         rss = report["rss_kib"]
         lines.append(f"server RSS: {rss['before']['VmRSS'] / 1024:.1f} MiB before, "
@@ -337,6 +363,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--direct", default=None,
                         help="the served export (.onnx or folder): also time ONNX Runtime "
                              "directly and print the service overhead")
+    parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS,
+                        help="with --direct: service and direct take turns this many times")
     parser.add_argument("--json", default=None, help="JSON file for the figures")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --json")
     return parser
@@ -356,7 +384,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         check_output(args.json, args.overwrite)
     report = load_test(args.url, args.images, concurrency=args.concurrency,
                        requests=args.requests, timeout_s=args.timeout_s, pid=args.pid,
-                       direct=args.direct)
+                       direct=args.direct, rounds=args.rounds)
     print(format_report(report))
     if args.json:
         write_text_atomic(args.json, json.dumps(report, indent=1) + "\n")

@@ -3,7 +3,7 @@
 Usage:
     python -m export.serve --model EXPORT [--backend onnx|saved_model] [--name NAME]
         [--host 127.0.0.1] [--port 8080] [--max-batch 8] [--max-wait-ms 0]
-        [--max-bytes 20971520] [--threads 0]
+        [--max-bytes 20971520] [--threads 0] [--workers 2]
 
 `EXPORT` is a `.onnx` file, a SavedModel folder, or a folder holding `model.onnx`
 and/or `saved_model/` (see `export.serve_model.find_export`). Endpoints:
@@ -52,6 +52,7 @@ from export.serve_page import draw_result, render_page
 
 IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp", "image/bmp", "application/octet-stream")
 MAX_BYTES = 20 * 2 ** 20
+DEFAULT_WORKERS = 2
 WARM_UP = np.full((1, 64, 64, 3), 114, np.uint8)
 
 
@@ -152,7 +153,7 @@ async def _load(app: FastAPI, threads: int) -> None:
 
 def create_app(model_path: str, *, backend: Optional[str] = None, name: Optional[str] = None,
                max_batch: int = 8, max_wait_ms: float = 0.0, max_bytes: int = MAX_BYTES,
-               threads: int = 0) -> FastAPI:
+               threads: int = 0, workers: int = 1) -> FastAPI:
     """The service of one export; the model loads when the app starts (lifespan).
 
     Args:
@@ -164,6 +165,7 @@ def create_app(model_path: str, *, backend: Optional[str] = None, name: Optional
             while the model was busy, never wait).
         max_bytes: largest request body.
         threads: ONNX Runtime intra-op threads (0: its default).
+        workers: model calls in flight at once (`serve_model.Batcher`).
 
     Returns:
         The FastAPI app; `app.state.batcher` counts the model calls.
@@ -172,8 +174,9 @@ def create_app(model_path: str, *, backend: Optional[str] = None, name: Optional
         ConfigError: bad settings, or no model of `backend` at `model_path`.
         ExportError: the export's sidecar files are missing or malformed.
     """
-    if max_batch < 1 or max_wait_ms < 0 or max_bytes < 1:
-        raise ConfigError("--max-batch and --max-bytes must be >= 1, --max-wait-ms >= 0")
+    if max_batch < 1 or max_wait_ms < 0 or max_bytes < 1 or workers < 1:
+        raise ConfigError("--max-batch, --max-bytes and --workers must be >= 1, and "
+                          "--max-wait-ms >= 0")
     export = serve_model.find_export(model_path, backend)
 
     @contextlib.asynccontextmanager
@@ -181,7 +184,7 @@ def create_app(model_path: str, *, backend: Optional[str] = None, name: Optional
         def run(images: np.ndarray) -> Dict[str, np.ndarray]:
             return app.state.backend.run(images)
 
-        app.state.batcher = Batcher(run, max_batch, max_wait_ms)
+        app.state.batcher = Batcher(run, max_batch, max_wait_ms, workers)
         app.state.batcher.start()
         loading = asyncio.create_task(_load(app, threads))
         yield
@@ -342,6 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="largest request body (413 above)")
     parser.add_argument("--threads", type=int, default=0,
                         help="ONNX Runtime intra-op threads; 0, the default: one per core")
+    parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
+                        help="model calls in flight at once (each batches what queued)")
     parser.add_argument("--log-level", default="info", help="uvicorn's log level",
                         choices=("critical", "error", "warning", "info", "debug"))
     return parser
@@ -363,7 +368,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     app = create_app(args.model, backend=args.backend, name=args.name,
                      max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
-                     max_bytes=args.max_bytes, threads=args.threads)
+                     max_bytes=args.max_bytes, threads=args.threads, workers=args.workers)
     if app.state.export.backend == "saved_model":
         quiet_tensorflow()  # TensorFlow's start-up lines stay off
     sock = listen_socket(args.host, args.port)

@@ -151,6 +151,12 @@ class OnnxBackend:  # pylint: disable=too-few-public-methods  # one call and its
         options.log_severity_level = 3
         options.intra_op_num_threads = threads
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # Images of any size make every call a new shape: ONNX Runtime's per-shape memory
+        # patterns and its arena (which never shrinks) then grow with each new size. Off,
+        # a household load test's resident memory settled at about 460 MiB instead of
+        # climbing past 700 MiB in 4,000 requests, at the same throughput.
+        options.enable_mem_pattern = False
+        options.enable_cpu_mem_arena = False
         try:
             self.session = ort.InferenceSession(export.path, sess_options=options,
                                                 providers=["CPUExecutionProvider"])
@@ -290,21 +296,28 @@ def image_result(export: Export, outputs: Dict[str, np.ndarray], *,
 class Batcher:
     """Micro-batches concurrent images: one model call per group of same-sized images.
 
+    A group is collected when a worker is free, so images that queued while every worker
+    was busy form the next batch. With several workers, calls run at once in as many
+    threads (ONNX Runtime and TensorFlow sessions take concurrent calls): on a CPU a small
+    model uses its cores better two calls at a time than one.
+
     Args:
         run: the model, uint8 `[B, H, W, 3]` -> `{output: [B, ...]}` (run in a thread).
         max_batch: most images per collected group.
         max_wait_ms: longest wait for more images after the first one arrived.
+        workers: model calls in flight at most.
 
     Attributes:
         calls: model calls so far; `batch_sizes` the batch size of each.
     """
 
     def __init__(self, run: Callable[[np.ndarray], Dict[str, np.ndarray]], max_batch: int,
-                 max_wait_ms: float) -> None:
+                 max_wait_ms: float, workers: int = 1) -> None:
         self.run = run
         self.max_batch = max_batch
         self.max_wait = max_wait_ms / 1000.0
-        self.executor = ThreadPoolExecutor(1, thread_name_prefix="effdet-serve")
+        self.workers = workers
+        self.executor = ThreadPoolExecutor(workers, thread_name_prefix="effdet-serve")
         self.queue: asyncio.Queue = asyncio.Queue()
         self.calls = 0
         self.batch_sizes: List[int] = []
@@ -349,16 +362,27 @@ class Batcher:
         return items
 
     async def _work(self) -> None:
-        """Collects groups and runs them until `close`."""
+        """Collects groups when a worker is free and runs them until `close`."""
+        free = asyncio.Semaphore(self.workers)
+        running: set = set()
         while True:
+            await free.acquire()  # collect only when a call can start
             items = await self._collect()
             stop = items[-1] is None
             groups: Dict[tuple, list] = {}
             for image, future in (item for item in items if item is not None):
                 groups.setdefault(image.shape, []).append((image, future))
-            for group in groups.values():
-                await self._run_group(group)
+            for index, group in enumerate(groups.values()):
+                if index:
+                    await free.acquire()
+                task = asyncio.get_running_loop().create_task(self._run_group(group))
+                running.add(task)
+                task.add_done_callback(running.discard)
+                task.add_done_callback(lambda _: free.release())
+            if not groups:
+                free.release()
             if stop:
+                await asyncio.gather(*running)
                 return
 
     async def _run_group(self, group: List[Any]) -> None:

@@ -55,7 +55,7 @@ def test_load_test_with_direct_comparison(service, tmp_path, capsys):
     assert (direct["completed"], direct["errors"]) == (20, 0)
     assert direct["p50_ms"] <= direct["p95_ms"] <= direct["p99_ms"]
     assert report["overhead_p50"] == pytest.approx(figures["p50_ms"] / direct["p50_ms"])
-    assert report["rss_kib"]["after"]["VmRSS"] > 0
+    assert report["rss_kib"]["after"]["VmRSS"] > 0 and report["rounds"] == 5
     out = str(tmp_path / "load.json")
     code = loadtest.main(["--url", service.url, "--images", service.images, "--concurrency",
                           "4", "--requests", "20", "--direct", service.export, "--json", out])
@@ -79,6 +79,14 @@ def test_errors_and_time_bound_are_counted(service):
     assert "        -" in loadtest.format_report(report)
     late = loadtest.run_workers(10, 3, 1e-9, lambda: lambda index: None)
     assert late.not_sent + len(late.latencies_ms) == 10 and late.not_sent >= 7
+    joined = loadtest.Result([1.0], 1, 0, 2.0, "a").merged(loadtest.Result([2.0], 0, 3, 1.0))
+    assert (joined.latencies_ms, joined.errors, joined.not_sent, joined.wall_s,
+            joined.first_error) == ([1.0, 2.0], 1, 3, 3.0, "a")
+    alone = loadtest.load_test(service.url, service.images, concurrency=1, requests=7,
+                               timeout_s=60, rounds=3)  # no --direct: one round
+    assert alone["rounds"] == 1 and alone["service"]["completed"] == 7
+    with pytest.raises(ConfigError, match="--rounds must be >= 1"):
+        loadtest.load_test(service.url, service.images, requests=3, rounds=0)
     percentiles = loadtest.Result([5.0, 1.0, 3.0, 100.0], 0, 0, 1.0).summary()
     assert percentiles["p50_ms"] == pytest.approx(float(np.percentile([1, 3, 5, 100], 50)))
 

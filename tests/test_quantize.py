@@ -222,6 +222,9 @@ def test_agreement_rates_on_a_constructed_case():
     assert (by_head["tag"].agreed, by_head["tag"].total) == (7, 8)
     assert [row.ok for row in rows] == [False, False, False]
     assert "max_detections reached on 1 of 2" in by_head["det"].note
+    assert "at every score: 0.400 of fp32 5 (int8 4)" in by_head["det"].note
+    confident = verify_int8.agreement({"det": "detection"}, fp32, int8, min_score=0.8)[0]
+    assert (confident.agreed, confident.total) == (2, 2) and confident.ok  # scores 0.9 only
     same = verify_int8.agreement(heads, fp32, fp32)
     assert all(row.rate == 1.0 and row.ok for row in same)
     empty = verify_int8.agreement({"det": "detection"}, [_det([], [])], [_det([box], [0])])

@@ -388,6 +388,30 @@ def test_batcher_groups_by_size_and_reports_failures():
     assert closed.status == 503
 
 
+def test_batcher_workers_run_calls_at_once():
+    """With two workers two model calls are in flight together (each waits for the other
+    at a barrier, which one worker could never pass); bad settings fail in one line."""
+    barrier = threading.Barrier(2, timeout=20)
+
+    def model(images):
+        barrier.wait()
+        return {"sum": images.reshape(len(images), -1).sum(axis=1)}
+
+    async def scenario():
+        batcher = Batcher(model, max_batch=8, max_wait_ms=0, workers=2)
+        batcher.start()
+        images = [np.full((4 + i, 6, 3), i + 1, np.uint8) for i in range(2)]
+        results = await asyncio.gather(*(batcher.predict(im) for im in images))
+        await batcher.close()
+        return images, results, batcher.calls
+
+    images, results, calls = asyncio.run(scenario())
+    assert calls == 2 and not barrier.broken
+    assert [int(r["sum"]) for r in results] == [int(im.sum()) for im in images]
+    with pytest.raises(ConfigError, match="--workers must be >= 1, and"):
+        serve.create_app("unused", workers=0)
+
+
 class _Gated:  # pylint: disable=too-few-public-methods  # a backend that waits
     """A backend whose calls wait for `gate` (set it to let them through)."""
 
