@@ -10,6 +10,8 @@ import shutil
 import tempfile
 from typing import Iterator, Mapping, Sequence
 
+import numpy as np
+
 from effdet_tf.errors import ExportError
 
 
@@ -151,3 +153,14 @@ def write_class_files(files: Mapping[str, str]) -> None:
     """Writes the files from `class_files`, each atomically."""
     for path, text in files.items():
         write_text_atomic(path, text)
+
+
+def read_image(path: str) -> np.ndarray:
+    """An image file as upright RGB uint8 `[H, W, 3]` (ExportError when unreadable)."""
+    from PIL import Image, ImageOps  # pylint: disable=import-outside-toplevel  # export only
+
+    try:
+        with Image.open(path) as img:
+            return np.asarray(ImageOps.exif_transpose(img).convert("RGB"))
+    except (OSError, ValueError, SyntaxError) as err:
+        raise ExportError(f"cannot read image {path} ({err})") from err

@@ -34,7 +34,8 @@ import numpy as np
 
 from effdet_tf.errors import ConfigError, DataError, ExportError
 from export.graph import DetectionGraph, load_graph
-from export.io import atomic_output, check_class_files, check_output, write_class_files
+from export.io import (atomic_output, check_class_files, check_output, read_image,
+                       write_class_files)
 from export.onnx import DEFAULT_OPSET, check_opset, convert, smoke_test
 from export.sidecar import sidecar_files
 
@@ -136,17 +137,6 @@ def draw_images(per_dataset: Dict[str, List[str]], count: int,
             if queue and len(drawn) < count:
                 drawn.append(queue.pop())
     return drawn
-
-
-def read_image(path: str) -> np.ndarray:
-    """An image file as upright RGB uint8 `[H, W, 3]` (ExportError when unreadable)."""
-    from PIL import Image, ImageOps  # pylint: disable=import-outside-toplevel  # export only
-
-    try:
-        with Image.open(path) as img:
-            return np.asarray(ImageOps.exif_transpose(img).convert("RGB"))
-    except (OSError, ValueError, SyntaxError) as err:
-        raise ExportError(f"cannot read image {path} ({err})") from err
 
 
 def check_images(paths: Sequence[str]) -> None:

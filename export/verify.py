@@ -32,6 +32,8 @@ from effdet_tf.cli import make_parser, run_cli
 from effdet_tf.errors import ExportError
 from export.cli_args import add_run_args
 from export.graph import RAW_KEYS, DetectionGraph, load_graph
+from export.boxes import box_iou
+from export.io import read_image
 from export.onnx import onnx_session
 from export.saved_model import RAW_KEY, SERVING_KEY
 from export.verify_labels import compare_labels, label_heads
@@ -96,38 +98,8 @@ def generated_images(image_size: int, seed: int = 0) -> List[np.ndarray]:
 
 
 def read_images(paths: Sequence[str]) -> List[np.ndarray]:
-    """Reads image files as upright RGB uint8 arrays.
-
-    Args:
-        paths: image files.
-
-    Returns:
-        uint8 `[H, W, 3]` arrays.
-
-    Raises:
-        ExportError: a file cannot be read.
-    """
-    from PIL import Image, ImageOps  # pylint: disable=import-outside-toplevel  # CLI only
-
-    images = []
-    for path in paths:
-        try:
-            with Image.open(path) as img:
-                images.append(np.asarray(ImageOps.exif_transpose(img).convert("RGB")))
-        except (OSError, ValueError) as err:
-            raise ExportError(f"cannot read image {path}: {err}") from err
-    return images
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> float:
-    """IoU of two xyxy boxes (1 for two identical empty boxes)."""
-    inter_w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    inter_h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = inter_w * inter_h
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    if union <= 0:
-        return 1.0 if np.allclose(a, b, atol=1e-3) else 0.0
-    return float(inter / union)
+    """Reads image files as upright RGB uint8 arrays (ExportError naming an unreadable one)."""
+    return [read_image(path) for path in paths]
 
 
 def match_detections(ref: Tuple[np.ndarray, np.ndarray],

@@ -29,7 +29,6 @@ fixed seed.
 """
 import argparse
 import dataclasses
-import os
 import sys
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -37,6 +36,9 @@ import numpy as np
 
 from effdet_tf.cli import make_parser, run_cli
 from effdet_tf.errors import ConfigError, ExportError
+from export.io import read_image
+from export.boxes import box_iou
+from train.predict_table import image_inputs
 
 MIN_IOU = 0.5
 MIN_SCORE = 0.25
@@ -78,40 +80,34 @@ class Agreement:
         return rate is None or rate >= MIN_AGREEMENT[self.kind]
 
 
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    """IoU of two xyxy boxes (0 when their union is empty)."""
-    inter = (max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-             * max(0.0, min(a[3], b[3]) - max(a[1], b[1])))
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return float(inter / union) if union > 0 else 0.0
-
-
-def match_count(ref: Tuple[np.ndarray, np.ndarray, np.ndarray],
-                other: Tuple[np.ndarray, np.ndarray]) -> int:
-    """How many reference detections the other list holds (same class, IoU >= `MIN_IOU`).
+def matched(ref: Tuple[np.ndarray, np.ndarray, np.ndarray],
+            other: Tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """Which reference detections the other list holds (same class, IoU >= `MIN_IOU`).
 
     One to one, greedily: reference detections by decreasing score, each taking the
-    unmatched candidate of its class with the highest IoU.
+    unmatched candidate of its class with the highest IoU. Higher scores are matched
+    first, so the flags of the detections above any score are what matching those
+    alone would give.
 
     Args:
         ref: `(boxes [n, 4], classes [n], scores [n])` of the fp32 model.
         other: `(boxes [m, 4], classes [m])` of the int8 model.
 
     Returns:
-        The number matched.
+        bool `[n]`, True where the detection was matched.
     """
     boxes, classes, scores = ref
     unused = list(range(len(other[0])))
-    matched = 0
+    found = np.zeros(len(boxes), bool)
     for index in np.argsort(-np.asarray(scores), kind="stable"):
-        candidates = [(iou(boxes[index], other[0][j]), j) for j in unused
+        candidates = [(box_iou(boxes[index], other[0][j]), j) for j in unused
                       if other[1][j] == classes[index]]
         if candidates:
             best_iou, best = max(candidates)
             if best_iou >= MIN_IOU:
-                matched += 1
+                found[index] = True
                 unused.remove(best)
-    return matched
+    return found
 
 
 def _detections(out: Dict[str, np.ndarray], head: str) -> Tuple[np.ndarray, ...]:
@@ -144,11 +140,11 @@ def agreement(heads: Dict[str, str], fp32: Sequence[Dict[str, np.ndarray]],
             found = full = every = every_agreed = 0
             for ref, out in zip(fp32, int8):
                 ref_det, det = _detections(ref, head), _detections(out, head)
-                keep = ref_det[2] >= min_score
-                agreed += match_count(tuple(v[keep] for v in ref_det), det[:2])
+                hits, keep = matched(ref_det, det[:2]), ref_det[2] >= min_score
+                agreed += int(hits[keep].sum())
                 total += int(keep.sum())
-                every_agreed += match_count(ref_det, det[:2])
-                every += len(ref_det[0])
+                every_agreed += int(hits.sum())
+                every += len(hits)
                 found += len(det[0])
                 full += int(len(ref_det[0]) == np.asarray(ref[f"{head}_boxes"]).shape[1])
             note = (f"score >= {min_score:g}; at every score: {every_agreed / max(every, 1):.3f}"
@@ -228,28 +224,6 @@ def format_table(rows: Sequence[Agreement], count: int) -> str:
     return "\n".join(lines)
 
 
-def image_files(paths: Sequence[str]) -> List[str]:
-    """Files as given, and the image files below each folder (sorted).
-
-    Raises:
-        ConfigError: a path does not exist, or nothing is an image.
-    """
-    from data_pipelines.image_labels import is_image_file  # pylint: disable=import-outside-toplevel
-
-    found = []
-    for path in paths:
-        if os.path.isdir(path):
-            found += sorted(os.path.join(root, name) for root, _, names in os.walk(path)
-                            for name in names if is_image_file(name))
-        elif os.path.isfile(path):
-            found.append(path)
-        else:
-            raise ConfigError(f"--images {path} does not exist")
-    if not found:
-        raise ConfigError(f"--images {' '.join(paths)}: no image file")
-    return found
-
-
 def choose_images(args: argparse.Namespace) -> List[str]:
     """The image files the CLI arguments name, at most `--max-images`, drawn seeded."""
     from export.quantize import draw_images, run_config, split_images  # pylint: disable=import-outside-toplevel
@@ -257,7 +231,7 @@ def choose_images(args: argparse.Namespace) -> List[str]:
     if args.max_images < 1:
         raise ConfigError(f"--max-images must be >= 1, got {args.max_images}")
     if args.images:
-        per_source = {"images": image_files(args.images)}
+        per_source = {"images": [path for _, path in image_inputs(args.images)]}
     elif args.run:
         per_source = split_images(run_config(args.run), args.split, "the int8 agreement check")
     else:
@@ -293,7 +267,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     Returns:
         0 when every head agrees enough, 1 otherwise.
     """
-    from export.quantize import read_image  # pylint: disable=import-outside-toplevel  # heavy
 
     args = build_parser().parse_args(argv)
     paths = choose_images(args)

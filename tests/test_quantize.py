@@ -360,7 +360,8 @@ def test_evaluate_scores_exports_like_the_keras_model(q8, tmp_path, capsys):
         assert exported["fruits"]["num_images"] == keras_scores["fruits"]["num_images"]
         assert exported["fruits"]["AP50"] == pytest.approx(keras_scores["fruits"]["AP50"],
                                                            abs=0.05)
-    assert _scores(run, "eval_train_onnx_out_model_int8.onnx")["shape"]["num_images"] == TRAIN_IMAGES
+    int8_scores = _scores(run, "eval_train_onnx_out_model_int8.onnx")
+    assert int8_scores["shape"]["num_images"] == TRAIN_IMAGES
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(csp, "build_cspdarknet53", tiny_backbone)
         cfg, model, _ = load_run(run, weights="last")
