@@ -185,6 +185,12 @@ class TrainConfig:  # pylint: disable=too-many-instance-attributes  # one field 
     clean training batches before every validation (0: off), so the validation loss
     describes the model as it is; `precise_bn_steps` batches are averaged after the
     last epoch for the saved model.
+
+    `loss_normalizer`: what each detection head's loss is divided by: "shared" (the
+    default: the positives of every detection head in the batch + 1, so that a positive
+    weighs the same in every head, as in one merged detector) or "per_head" (its own
+    positives + 1, EfficientDet's rule applied head by head). The same with one
+    detection head; measured with two in docs/results.md.
     """
 
     epochs: int = 30
@@ -197,6 +203,7 @@ class TrainConfig:  # pylint: disable=too-many-instance-attributes  # one field 
     warmup_epochs: float = 1.0
     clip_norm: float = 10.0
     ema_decay: float = 0.0
+    loss_normalizer: str = "shared"
     mixed_precision: bool = False
     jit_compile: bool = False
     augment: bool = True
@@ -297,6 +304,7 @@ _CHOICES = {
     "model.backbone": ("cspdarknet53",),
     "model.box_loss": ("huber", "ciou"),
     "train.optimizer": ("sgd", "adamw"),
+    "train.loss_normalizer": ("per_head", "shared"),
     "train.strategy": ("default", "mirrored", "tpu", "multiworker", "jax_data_parallel"),
 }
 # Keys that existed once and did nothing. A config that sets one (every run folder

@@ -12,7 +12,8 @@ from effdet_tf import batch_schema as schema
 from effdet_tf import losses
 from effdet_tf.box_coder import decode_boxes
 from effdet_tf.errors import ConfigError
-from effdet_tf.heads import BOX_LOSSES, PRIOR_PROBABILITY, TaskHead, TensorLike
+from effdet_tf.heads import (BOX_LOSSES, PRIOR_PROBABILITY, SHARED_POSITIVES, TaskHead,
+                             TensorLike)
 from effdet_tf.layers import batch_norm, separable_conv
 from effdet_tf.postprocess import decode_predictions
 from effdet_tf.targets import encode_targets, match_anchors
@@ -110,9 +111,30 @@ class DetectionHead(TaskHead):  # pylint: disable=abstract-method  # add_metric 
         return {"class_logits": ops.cast(ops.concatenate(logits, axis=1), "float32"),
                 "box_deltas": ops.cast(ops.concatenate(deltas, axis=1), "float32")}
 
+    def _match(self, y_true: dict, context: dict) -> Dict[str, Any]:
+        """The anchor matching of the batch, computed once and shared through `context`."""
+        if "anchor_match" not in context:
+            context["anchor_match"] = match_anchors(self.anchors, y_true["boxes"],
+                                                    y_true["classes"])
+        return context["anchor_match"]
+
+    def positive_count(self, y_true: dict, example_mask: TensorLike,
+                       context: dict) -> TensorLike:
+        """Positive anchors of this head's examples in the batch (this replica's).
+
+        The detector sums it over its detection heads when they share one loss
+        normaliser (`MultiHeadDetector.loss_normalizer == "shared"`).
+        """
+        mask = ops.cast(example_mask, "float32")
+        return ops.sum(ops.cast(self._match(y_true, context)["num_positives"], "float32") * mask)
+
     def compute_loss(self, y_true: dict, y_pred: dict, example_mask: TensorLike,
                      context: dict) -> Dict[str, object]:
-        """Focal loss + box loss over this head's examples, normalised by its positives + 1.
+        """Focal loss + box loss over this head's examples, normalised by positives + 1.
+
+        The positives are this head's own, or, when `context` holds `SHARED_POSITIVES`,
+        those of every detection head in the batch (one normaliser for all: each positive
+        anchor weighs the same whichever head it belongs to, as in one merged detector).
 
         Args:
             y_true: raw batch labels with `boxes` `[B, M, 4]` and `classes` `[B, M]`.
@@ -127,15 +149,14 @@ class DetectionHead(TaskHead):  # pylint: disable=abstract-method  # add_metric 
         Returns:
             `{"cls_loss": scalar, "box_loss": scalar}` (box loss already weighted).
         """
-        if "anchor_match" not in context:
-            context["anchor_match"] = match_anchors(self.anchors, y_true["boxes"],
-                                                    y_true["classes"])
-        targets = encode_targets(self.anchors, context["anchor_match"], self.num_classes)
+        targets = encode_targets(self.anchors, self._match(y_true, context), self.num_classes)
         mask = ops.cast(example_mask, "float32")
         positive = ops.cast(targets["positive"], "float32") * mask[:, None]          # [B, A]
         global_sum = context.get("cross_replica_sum") or (lambda value: value)
-        normalizer = ops.stop_gradient(
-            global_sum(ops.sum(ops.cast(targets["num_positives"], "float32") * mask))) + 1.0
+        count = context.get(SHARED_POSITIVES)
+        if count is None:
+            count = ops.sum(ops.cast(targets["num_positives"], "float32") * mask)
+        normalizer = ops.stop_gradient(global_sum(count)) + 1.0
         anchor_weight = (1.0 - ops.cast(targets["ignore"], "float32")) * mask[:, None]
         focal = losses.focal_loss(targets["class_targets"], y_pred["class_logits"])
         cls_loss = ops.sum(focal * anchor_weight[..., None]) / normalizer

@@ -10,7 +10,8 @@ from effdet_tf import anchors as anchor_lib
 from effdet_tf import batch_schema as schema
 from effdet_tf.bifpn import build_bifpn
 from effdet_tf.errors import ConfigError
-from effdet_tf.heads import BOX_LOSSES, HeadSpec, build_head, import_head_kinds
+from effdet_tf.heads import (BOX_LOSSES, SHARED_POSITIVES, HeadSpec, build_head,
+                             import_head_kinds)
 
 import_head_kinds()  # every kind registered with Keras, so saved models load
 
@@ -152,6 +153,10 @@ class MultiHeadDetector(keras.Model):  # pylint: disable=abstract-method  # Kera
         # Distributed training (train/strategy.py) sets a callable summing a scalar over
         # the replicas of a step; None: one replica (or a global SPMD step, as under JAX).
         self.cross_replica_sum = None
+        # A training setting (train.loss_normalizer), not saved with the model: "shared"
+        # normalises every detection head by the positives of all of them in the batch,
+        # "per_head" each by its own.
+        self.loss_normalizer = "shared"
         self._loss_weight_values = tuple(weights)
         self._heads = tuple(head_layers_list)
         self._head_metrics = {}
@@ -205,6 +210,11 @@ class MultiHeadDetector(keras.Model):  # pylint: disable=abstract-method  # Kera
                      training: bool = True) -> Any:
         """Sum over heads of `weight_h * (focal_h + box_h)`, each over its own examples.
 
+        With `loss_normalizer == "shared"` every detection head divides by the positive
+        anchors of all detection heads in the batch (+ 1) instead of its own, so a positive
+        weighs the same in every head and a dataset with few images in the batch does not
+        get a larger gradient per example (its head's share is its share of the boxes).
+
         Under a multi-replica step (`self.cross_replica_sum` set), every head is normalised
         by its positives + 1 over the global batch and the value returned is this
         replica's share of the global loss: the shares sum to the single-device loss of
@@ -239,10 +249,16 @@ class MultiHeadDetector(keras.Model):  # pylint: disable=abstract-method  # Kera
         replicas = (1.0 if self.cross_replica_sum is None
                     else self.cross_replica_sum(ops.convert_to_tensor(1.0, "float32")))
         total = ops.convert_to_tensor(0.0, "float32")
+        masks = [head_mask[:, index] for index in range(len(self._heads))]
+        if sample_weight is not None:
+            masks = [m * ops.reshape(ops.cast(sample_weight, "float32"), (-1,)) for m in masks]
+        if self.loss_normalizer == "shared":
+            counts = [c for c in (head.positive_count(y, m, context)
+                                  for head, m in zip(self._heads, masks)) if c is not None]
+            if counts:
+                context[SHARED_POSITIVES] = ops.sum(ops.stack(counts))
         for index, (spec, head) in enumerate(zip(self._specs, self._heads)):
-            mask = head_mask[:, index]
-            if sample_weight is not None:
-                mask = mask * ops.reshape(ops.cast(sample_weight, "float32"), (-1,))
+            mask = masks[index]
             parts = head.compute_loss(y, y_pred[spec.name], mask, context)
             # A batch without any example of this head (e.g. a validation batch of another
             # dataset) says nothing about it: it is left out of the head's running means.

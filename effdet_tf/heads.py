@@ -13,7 +13,7 @@ checks the contract for every registered kind.
 """
 import dataclasses
 import importlib
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import keras
 
@@ -22,6 +22,9 @@ from effdet_tf.names import HEAD_KINDS, check_kind, check_name
 
 PRIOR_PROBABILITY = 0.01
 BOX_LOSSES = ("huber", "ciou")
+# The `context` key of the positives of every detection head in the batch, when they
+# share one loss normaliser (`MultiHeadDetector.loss_normalizer == "shared"`).
+SHARED_POSITIVES = "shared_positives"
 TensorLike = Any  # a backend tensor, numpy array or KerasTensor
 
 
@@ -111,6 +114,16 @@ class TaskHead(keras.layers.Layer):  # pylint: disable=abstract-method  # add_me
             `{component: scalar}` for every name in `loss_components`.
         """
         raise NotImplementedError
+
+    def positive_count(self, y_true: dict, example_mask: TensorLike,
+                       context: dict) -> Optional[TensorLike]:
+        # pylint: disable=unused-argument  # kinds without positives ignore the batch
+        """The count this head's loss is normalised by when heads share one normaliser.
+
+        None (the default): the head normalises itself and takes no part in the shared
+        count (image-level heads average over their examples).
+        """
+        return None
 
     def example_targets(self, batch_size: int, seed: int = 0) -> Dict[str, Any]:
         """A random valid batch of this head's targets (numpy), for shape checks and tests.

@@ -130,6 +130,31 @@ def test_loss_sums_heads(model):
     assert float(model.b_loss.result()) > 0
 
 
+def test_shared_loss_normalizer(model):
+    """'shared': every detection head divides by all heads' positives + 1, not its own."""
+    images, y = _batch(dataset_id=(0, 1, 1))
+    y_pred = model(images)
+    mask = model.head_mask(y)
+    context = {}
+    own = {name: float(head.positive_count(y, mask[:, i], context))
+           for i, (name, head) in enumerate(model.task_heads.items())}
+    assert 0 < own["a"] < own["b"]  # head b has two examples, a one
+    default, parts = model.loss_normalizer, {}
+    assert default == "shared"
+    for normalizer in ("per_head", "shared"):
+        model.reset_metrics()
+        model.loss_normalizer = normalizer
+        total = float(model.compute_loss(images, y, y_pred))
+        parts[normalizer] = {h: float(getattr(model, f"{h}_loss").result()) for h in own}
+        np.testing.assert_allclose(total, sum(parts[normalizer].values()), rtol=1e-5)
+    model.loss_normalizer = default
+    model.reset_metrics()
+    shared = sum(own.values()) + 1.0
+    for head, count in own.items():
+        np.testing.assert_allclose(parts["shared"][head],
+                                   parts["per_head"][head] * (count + 1.0) / shared, rtol=1e-5)
+
+
 def test_head_metrics_skip_batches_without_the_head(model):
     """A batch with no example of a head leaves that head's running loss untouched, so a
     validation pass over single-dataset batches averages each head over its own examples."""

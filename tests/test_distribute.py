@@ -59,7 +59,7 @@ def _batches():
     return out
 
 
-def _train(dist, initial, steps=STEPS):
+def _train(dist, initial, steps=STEPS, normalizer="per_head"):
     """Trains the tiny detector `steps` steps of SGD under `dist`; returns the results."""
     # pylint: disable=import-outside-toplevel
     import keras
@@ -80,6 +80,7 @@ def _train(dist, initial, steps=STEPS):
         for layer in detector._flatten_layers():  # pylint: disable=protected-access
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.trainable = False  # BN statistics are per replica by design
+        detector.loss_normalizer = normalizer
         dist.attach(detector)
         trainer = DetectorTrainer(detector)
         trainer.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9))
@@ -117,6 +118,15 @@ def _equivalence_main(out_dir):
         "max_weight_change": max(float(np.max(np.abs(a - b)))
                                  for a, b in zip(weights_a, start)),
         "single_logs": single_logs, "mirrored_logs": mirrored_logs}
+
+    # One normaliser shared by the heads, summed over the replicas like the per-head ones.
+    shared_single, _, _ = _train(single_dist, start, normalizer="shared")
+    shared_mirrored, _, _ = _train(mirrored_dist, start, normalizer="shared")
+    shared_a, shared_b = shared_single.get_weights(), shared_mirrored.get_weights()
+    result["shared_max_weight_diff"] = max(float(np.max(np.abs(a - b)))
+                                           for a, b in zip(shared_a, shared_b))
+    result["shared_vs_per_head"] = max(float(np.max(np.abs(a - b)))
+                                       for a, b in zip(shared_a, weights_a))
 
     # Checkpoints: mirrored -> single device, and single device -> mirrored.
     path = os.path.join(out_dir, "mirrored.weights.h5")
@@ -226,13 +236,15 @@ def test_mirrored_equals_single_device(tmp_path):
     """Mirrored over 2 replicas = one device with the same global batch; checkpoints cross."""
     proc = subprocess.run([sys.executable, "-m", "tests.test_distribute", "equivalence",
                            str(tmp_path)], cwd=REPO_ROOT, env=_env(), capture_output=True,
-                          text=True, timeout=300, check=False)
+                          text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     result = json.loads((tmp_path / "result.json").read_text(encoding="utf-8"))
     print(json.dumps(result, indent=1))
     assert result["replicas"] == 2
     assert result["max_weight_change"] > 1e-4  # the runs did train
     assert result["max_weight_diff"] < 1e-5
+    assert result["shared_max_weight_diff"] < 1e-5
+    assert result["shared_vs_per_head"] > 1e-4  # the shared normaliser changes training
     single, mirrored = result["single_logs"], result["mirrored_logs"]
     assert set(single) == set(mirrored) and {"a_loss", "b_loss", "loss"} <= set(single)
     for key, value in single.items():

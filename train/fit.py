@@ -217,6 +217,7 @@ def run_training(cfg: ExperimentConfig, *, overwrite: bool = False, evaluate: bo
         detector = build_model(cfg, classes, with_backbone_weights=True)
         for layer in trainable_batchnorms(detector):
             layer.momentum = cfg.train.bn_momentum
+        detector.loss_normalizer = cfg.train.loss_normalizer
         dist.attach(detector)  # per-head normalisers summed over replicas
         trainer = DetectorTrainer(
             detector, augmenter=dist.seeded(augmenter) if on_device else None,
