@@ -310,8 +310,8 @@ def load_test(url: str, images: str, *, concurrency: int = 4, requests: int = 10
             result = (run_workers(share, concurrency, left, caller) if left > 0
                       else Result([], 0, share, 0.0))
             results[mode] = results[mode].merged(result) if mode in results else result
-        if before is not None and turn == rounds - 1:
-            report["rss_kib"] = {"before": before, "after": rss_kib(pid)}
+    if before is not None:
+        report["rss_kib"] = {"before": before, "after": rss_kib(pid)}
     for mode, result in results.items():
         report[mode] = result.summary()
     if direct and report["service"]["p50_ms"] and report["direct"]["p50_ms"]:

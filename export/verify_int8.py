@@ -38,7 +38,6 @@ from effdet_tf.cli import make_parser, run_cli
 from effdet_tf.errors import ConfigError, ExportError
 from export.io import read_image
 from export.boxes import box_iou
-from train.predict_table import image_inputs
 
 MIN_IOU = 0.5
 MIN_SCORE = 0.25
@@ -226,7 +225,9 @@ def format_table(rows: Sequence[Agreement], count: int) -> str:
 
 def choose_images(args: argparse.Namespace) -> List[str]:
     """The image files the CLI arguments name, at most `--max-images`, drawn seeded."""
-    from export.quantize import draw_images, run_config, split_images  # pylint: disable=import-outside-toplevel
+    # pylint: disable=import-outside-toplevel  # TensorFlow-heavy: `--help` stays fast
+    from export.quantize import draw_images, run_config, split_images
+    from train.predict_table import image_inputs
 
     if args.max_images < 1:
         raise ConfigError(f"--max-images must be >= 1, got {args.max_images}")
@@ -269,9 +270,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """
 
     args = build_parser().parse_args(argv)
-    paths = choose_images(args)
-    if not 0.0 <= args.min_score <= 1.0:
+    if not 0.0 <= args.min_score <= 1.0:  # before any image is listed or read
         raise ConfigError(f"--min-score must be in 0..1, got {args.min_score}")
+    paths = choose_images(args)
     rows = compare_files(args.onnx, args.int8, [read_image(path) for path in paths],
                          min_score=args.min_score)
     print(format_table(rows, len(paths)))
