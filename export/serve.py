@@ -153,7 +153,7 @@ async def _load(app: FastAPI, threads: int) -> None:
 
 def create_app(model_path: str, *, backend: Optional[str] = None, name: Optional[str] = None,
                max_batch: int = 8, max_wait_ms: float = 0.0, max_bytes: int = MAX_BYTES,
-               threads: int = 0, workers: int = 1) -> FastAPI:
+               threads: int = 0, workers: int = DEFAULT_WORKERS) -> FastAPI:
     """The service of one export; the model loads when the app starts (lifespan).
 
     Args:

@@ -139,7 +139,8 @@ def wait_ready(url: str, seconds: float = 60) -> None:
 @pytest.fixture(name="server", scope="module")
 def fixture_server(export_dir):
     """The ONNX service of the export: `(url, app)`."""
-    app = serve.create_app(export_dir, max_wait_ms=100, threads=1)
+    # One worker: the batching tests count the calls of a single collecting loop.
+    app = serve.create_app(export_dir, max_wait_ms=100, threads=1, workers=1)
     with running(app) as url:
         wait_ready(url)
         yield types.SimpleNamespace(url=url, app=app)
@@ -442,7 +443,9 @@ def test_loading_413_and_graceful_shutdown(export_dir, monkeypatch):
         return backends[-1]
 
     monkeypatch.setattr(serve_model, "load_backend", slow_load)
-    app = serve.create_app(export_dir, name="gated", max_bytes=4000, max_wait_ms=1)
+    # One worker: the gate holds the one call in flight while the others queue.
+    app = serve.create_app(export_dir, name="gated", max_bytes=4000, max_wait_ms=1,
+                           workers=1)
     png = {"content": encode(picture(40, 30)), "headers": {"Content-Type": "image/png"}}
     with running(app) as url:
         assert httpx.get(url + "/v2/health/live").status_code == 200
