@@ -191,6 +191,11 @@ class TrainConfig:  # pylint: disable=too-many-instance-attributes  # one field 
     weighs the same in every head, as in one merged detector) or "per_head" (its own
     positives + 1, EfficientDet's rule applied head by head). The same with one
     detection head; measured with two in docs/results.md.
+
+    `assigner`: how detection heads pick the anchors each box trains: "iou" (the
+    default: IoU argmax, positive at IoU >= 0.5, every box also taking its best anchor,
+    EfficientDet's rule) or "atss" (a threshold per box from its nearest anchors' IoUs,
+    effdet_tf/atss.py); measured in docs/results.md.
     """
 
     epochs: int = 30
@@ -204,6 +209,7 @@ class TrainConfig:  # pylint: disable=too-many-instance-attributes  # one field 
     clip_norm: float = 10.0
     ema_decay: float = 0.0
     loss_normalizer: str = "shared"
+    assigner: str = "iou"
     mixed_precision: bool = False
     jit_compile: bool = False
     augment: bool = True
@@ -305,6 +311,7 @@ _CHOICES = {
     "model.box_loss": ("huber", "ciou"),
     "train.optimizer": ("sgd", "adamw"),
     "train.loss_normalizer": ("per_head", "shared"),
+    "train.assigner": ("iou", "atss"),
     "train.strategy": ("default", "mirrored", "tpu", "multiworker", "jax_data_parallel"),
 }
 # Keys that existed once and did nothing. A config that sets one (every run folder

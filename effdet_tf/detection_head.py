@@ -11,9 +11,10 @@ from effdet_tf import anchors as anchor_lib
 from effdet_tf import batch_schema as schema
 from effdet_tf import losses
 from effdet_tf.box_coder import decode_boxes
+from effdet_tf.atss import atss_match
 from effdet_tf.errors import ConfigError
-from effdet_tf.heads import (BOX_LOSSES, PRIOR_PROBABILITY, SHARED_POSITIVES, TaskHead,
-                             TensorLike)
+from effdet_tf.heads import (ANCHOR_ASSIGNERS, ASSIGNER, BOX_LOSSES, PRIOR_PROBABILITY,
+                             SHARED_POSITIVES, TaskHead, TensorLike)
 from effdet_tf.layers import batch_norm, separable_conv
 from effdet_tf.postprocess import decode_predictions
 from effdet_tf.targets import encode_targets, match_anchors
@@ -112,10 +113,23 @@ class DetectionHead(TaskHead):  # pylint: disable=abstract-method  # add_metric 
                 "box_deltas": ops.cast(ops.concatenate(deltas, axis=1), "float32")}
 
     def _match(self, y_true: dict, context: dict) -> Dict[str, Any]:
-        """The anchor matching of the batch, computed once and shared through `context`."""
+        """The anchor matching of the batch, computed once and shared through `context`.
+
+        `context[ASSIGNER]` picks the rule: "iou" (IoU argmax, the default) or "atss".
+        """
         if "anchor_match" not in context:
-            context["anchor_match"] = match_anchors(self.anchors, y_true["boxes"],
-                                                    y_true["classes"])
+            assigner = context.get(ASSIGNER, "iou")
+            if assigner not in ANCHOR_ASSIGNERS:
+                raise ConfigError(f"anchor assigner must be one of {ANCHOR_ASSIGNERS}, "
+                                  f"got {assigner!r}")
+            if assigner == "atss":
+                counts = [anchor_lib.NUM_ANCHORS_PER_LOCATION * side * side
+                          for side in anchor_lib.level_shapes(self.image_size)]
+                context["anchor_match"] = atss_match(self.anchors, y_true["boxes"],
+                                                     y_true["classes"], level_counts=counts)
+            else:
+                context["anchor_match"] = match_anchors(self.anchors, y_true["boxes"],
+                                                        y_true["classes"])
         return context["anchor_match"]
 
     def positive_count(self, y_true: dict, example_mask: TensorLike,
@@ -168,7 +182,7 @@ class DetectionHead(TaskHead):  # pylint: disable=abstract-method  # add_metric 
             weight = losses.CIOU_WEIGHT if self.box_loss_weight is None else self.box_loss_weight
             anchors = ops.convert_to_tensor(self.anchors, "float32")[None]
             pred_boxes = decode_boxes(y_pred["box_deltas"], anchors)
-            ciou = losses.ciou_loss(context["anchor_match"]["matched_boxes"], pred_boxes)
+            ciou = losses.ciou_loss(self._match(y_true, context)["matched_boxes"], pred_boxes)
             box_loss = weight * ops.sum(ciou * positive) / normalizer
         return {"cls_loss": cls_loss, "box_loss": box_loss}
 

@@ -10,7 +10,7 @@ from effdet_tf import anchors as anchor_lib
 from effdet_tf import batch_schema as schema
 from effdet_tf.bifpn import build_bifpn
 from effdet_tf.errors import ConfigError
-from effdet_tf.heads import (BOX_LOSSES, SHARED_POSITIVES, HeadSpec, build_head,
+from effdet_tf.heads import (ASSIGNER, BOX_LOSSES, SHARED_POSITIVES, HeadSpec, build_head,
                              import_head_kinds)
 
 import_head_kinds()  # every kind registered with Keras, so saved models load
@@ -157,6 +157,9 @@ class MultiHeadDetector(keras.Model):  # pylint: disable=abstract-method  # Kera
         # normalises every detection head by the positives of all of them in the batch,
         # "per_head" each by its own.
         self.loss_normalizer = "shared"
+        # A training setting (train.assigner), not saved with the model: how detection
+        # heads assign anchors to boxes, "iou" (IoU argmax) or "atss".
+        self.anchor_assigner = "iou"
         self._loss_weight_values = tuple(weights)
         self._heads = tuple(head_layers_list)
         self._head_metrics = {}
@@ -245,7 +248,8 @@ class MultiHeadDetector(keras.Model):  # pylint: disable=abstract-method  # Kera
                              f"{schema.HEAD_MASK} or {schema.DATASET_ID}; missing {missing}")
         if y_pred is None:
             y_pred = self(x, training=training)
-        context: dict = {"cross_replica_sum": self.cross_replica_sum}
+        context: dict = {"cross_replica_sum": self.cross_replica_sum,
+                         ASSIGNER: self.anchor_assigner}
         replicas = (1.0 if self.cross_replica_sum is None
                     else self.cross_replica_sum(ops.convert_to_tensor(1.0, "float32")))
         total = ops.convert_to_tensor(0.0, "float32")

@@ -25,6 +25,10 @@ BOX_LOSSES = ("huber", "ciou")
 # The `context` key of the positives of every detection head in the batch, when they
 # share one loss normaliser (`MultiHeadDetector.loss_normalizer == "shared"`).
 SHARED_POSITIVES = "shared_positives"
+# The `context` key of the anchor assignment of detection heads (`train.assigner`): one of
+# `ANCHOR_ASSIGNERS`, "iou" when absent.
+ASSIGNER = "assigner"
+ANCHOR_ASSIGNERS = ("iou", "atss")
 TensorLike = Any  # a backend tensor, numpy array or KerasTensor
 
 

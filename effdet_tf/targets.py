@@ -81,18 +81,38 @@ def match_anchors(anchors: TensorLike, boxes: TensorLike, classes: TensorLike, *
     boxes = ops.cast(boxes, "float32")
     classes = ops.cast(classes, "int32")
     anchors = ops.cast(anchors, "float32")
-    num_boxes = ops.shape(boxes)[1]
     valid = valid_box_mask(boxes, classes)                                  # [B, M]
     iou = pairwise_iou(anchors, boxes)                                      # [B, A, M]
     iou = ops.where(valid[:, None, :], iou, -1.0)
     best_iou = ops.max(iou, axis=2)                                         # [B, A]
     best_box = ops.cast(ops.argmax(iou, axis=2), "int32")                   # [B, A]
 
-    # Forced matches: box m claims anchor argmax_a iou[a, m]. A segment max over
-    # (image, anchor) ids keeps this O(B * M) instead of a [B, A, M] one-hot; when two
-    # boxes claim one anchor, the later box wins.
-    batch = ops.shape(boxes)[0]
-    num_anchors = anchors.shape[0] if anchors.shape[0] is not None else ops.shape(anchors)[0]
+    is_forced, forced_box = forced_claims(iou, valid)
+    matched_index = ops.where(is_forced, forced_box, best_box)
+    positive = ops.logical_or(is_forced, best_iou >= matched_threshold)
+    ignore = ops.logical_and(
+        ops.logical_not(positive),
+        ops.logical_and(best_iou >= unmatched_threshold, best_iou < matched_threshold))
+    return match_result(anchors, boxes, classes, positive, ignore, matched_index)
+
+
+def forced_claims(iou: TensorLike, valid: TensorLike):
+    """Every real box claims the anchor it overlaps most (when that IoU is above zero).
+
+    A segment max over (image, anchor) ids keeps this O(B * M) instead of a `[B, A, M]`
+    one-hot; when two boxes claim one anchor, the later box wins.
+
+    Args:
+        iou: float32 `[B, A, M]`, `-1` (or any value <= 0) where the box is padding.
+        valid: bool `[B, M]`, the real boxes.
+
+    Returns:
+        `(is_forced, forced_box)`: bool `[B, A]`, and int32 `[B, A]` the claiming box
+        (0 where none claims).
+    """
+    batch = ops.shape(iou)[0]
+    num_anchors = iou.shape[1] if iou.shape[1] is not None else ops.shape(iou)[1]
+    num_boxes = ops.shape(iou)[2]
     best_anchor = ops.cast(ops.argmax(iou, axis=1), "int32")                # [B, M]
     claims = ops.logical_and(valid, ops.max(iou, axis=1) > 0.0)             # [B, M]
     claim_ids = ops.where(claims, ops.arange(1, num_boxes + 1, dtype="int32")[None, :], 0)
@@ -100,15 +120,25 @@ def match_anchors(anchors: TensorLike, boxes: TensorLike, classes: TensorLike, *
     forced_box = ops.segment_max(ops.reshape(claim_ids, (-1,)), ops.reshape(segments, (-1,)),
                                  num_segments=batch * num_anchors)
     forced_box = ops.reshape(ops.maximum(forced_box, 0), (batch, num_anchors))  # 0: none
-    is_forced = forced_box > 0
-    forced_box = ops.maximum(forced_box - 1, 0)
+    return forced_box > 0, ops.maximum(forced_box - 1, 0)
 
-    matched_index = ops.where(is_forced, forced_box, best_box)
-    positive = ops.logical_or(is_forced, best_iou >= matched_threshold)
-    ignore = ops.logical_and(
-        ops.logical_not(positive),
-        ops.logical_and(best_iou >= unmatched_threshold, best_iou < matched_threshold))
 
+def match_result(anchors: TensorLike, boxes: TensorLike, classes: TensorLike,
+                 positive: TensorLike, ignore: TensorLike,
+                 matched_index: TensorLike) -> Dict[str, object]:
+    """The match dict every assigner returns (see `match_anchors`), from its decisions.
+
+    Args:
+        anchors: float32 `[A, 4]`.
+        boxes: float32 `[B, M, 4]`.
+        classes: int32 `[B, M]`.
+        positive: bool `[B, A]`.
+        ignore: bool `[B, A]`.
+        matched_index: int32 `[B, A]`, the box of each positive anchor.
+
+    Returns:
+        The dict described in `match_anchors`.
+    """
     matched_boxes = ops.take_along_axis(boxes, matched_index[..., None], axis=1)
     matched_boxes = ops.where(positive[..., None], matched_boxes, anchors[None])
     matched_classes = ops.take_along_axis(classes, matched_index, axis=1)

@@ -38,6 +38,7 @@ def test_overrides_types_and_lists():
     ("train.epochs=three", "train.epochs: expected int, got str"),
     ("train.mixed_precision=1", "train.mixed_precision: expected bool"),
     ("model.box_loss=l1", "model.box_loss: 'l1' is not one of huber, ciou"),
+    ("train.assigner=tal", "train.assigner: 'tal' is not one of iou, atss"),
     ("data.image_size=500", "multiple of 128"),
     ("model.head_loss_weights={c: 1}", "model.head_loss_weights: 'c' is not a head"),
     ("data.datasets.0.name=3a", "data.datasets[0].name: '3a' must start with a letter"),

@@ -14,6 +14,7 @@ import tensorflow as tf
 import effdet_tf
 from effdet_tf.detector import _loss_weights, normalize_heads
 from effdet_tf.errors import ConfigError
+from effdet_tf.heads import ASSIGNER
 from tests.backbones import tiny_bn_backbone
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -153,6 +154,27 @@ def test_shared_loss_normalizer(model):
     for head, count in own.items():
         np.testing.assert_allclose(parts["shared"][head],
                                    parts["per_head"][head] * (count + 1.0) / shared, rtol=1e-5)
+
+
+def test_anchor_assigner(model):
+    """'atss' assigns by effdet_tf.atss (other positives, other loss); unknown ones fail."""
+    images, y = _batch(dataset_id=(0, 1, 1))
+    y_pred = model(images)
+    assert model.anchor_assigner == "iou"
+    head = model.task_heads["a"]
+    counts, losses = {}, {}
+    for assigner in ("iou", "atss"):
+        model.anchor_assigner = assigner
+        counts[assigner] = float(head.positive_count(y, np.ones(3, np.float32),
+                                                     {ASSIGNER: assigner}))
+        losses[assigner] = float(model.compute_loss(images, y, y_pred))
+    assert counts["atss"] > 0 and counts["atss"] != counts["iou"]
+    assert np.isfinite(losses["atss"]) and losses["atss"] != losses["iou"]
+    model.anchor_assigner = "nearest"
+    with pytest.raises(ConfigError, match="anchor assigner"):
+        model.compute_loss(images, y, y_pred)
+    model.anchor_assigner = "iou"
+    model.reset_metrics()
 
 
 def test_head_metrics_skip_batches_without_the_head(model):

@@ -218,6 +218,7 @@ def run_training(cfg: ExperimentConfig, *, overwrite: bool = False, evaluate: bo
         for layer in trainable_batchnorms(detector):
             layer.momentum = cfg.train.bn_momentum
         detector.loss_normalizer = cfg.train.loss_normalizer
+        detector.anchor_assigner = cfg.train.assigner
         dist.attach(detector)  # per-head normalisers summed over replicas
         trainer = DetectorTrainer(
             detector, augmenter=dist.seeded(augmenter) if on_device else None,
