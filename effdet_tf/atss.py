@@ -1,7 +1,7 @@
 """ATSS anchor assignment (Zhang et al. 2020, "Bridging the Gap Between Anchor-based and
 Anchor-free Detection via Adaptive Training Sample Selection"), keras.ops, any backend.
 
-For every ground-truth box: on each pyramid level, the `top_k` anchors whose centres are
+For every ground-truth box: on each pyramid level, the anchors of the `top_k` locations
 nearest the box centre are its candidates; its IoU threshold is the mean plus the
 standard deviation of its candidates' IoUs; a candidate is positive for the box when its
 IoU reaches that threshold and its centre lies inside the box. An anchor positive for
@@ -19,9 +19,10 @@ from typing import Any, Dict, Sequence
 
 from keras import ops
 
+from effdet_tf.anchors import NUM_ANCHORS_PER_LOCATION
 from effdet_tf.targets import forced_claims, match_result, pairwise_iou, valid_box_mask
 
-TOP_K = 9  # candidates per level and box: the paper's value
+TOP_K = 9  # candidate locations per level and box: the paper's value (one anchor each there)
 TensorLike = Any
 
 
@@ -33,7 +34,8 @@ def _candidates(distance: TensorLike, level_counts: Sequence[int], top_k: int) -
     """bool `[B, A, M]`: the `top_k` nearest anchors of each level for each box.
 
     An anchor ties with the k-th nearest when its centre is as far: the anchors of one
-    location share their centre, so all of them are in or out together.
+    location share their centre, so all of them are in or out together (`top_k` a
+    multiple of the anchors per location takes whole locations).
     """
     parts = []
     start = 0
@@ -48,7 +50,8 @@ def _candidates(distance: TensorLike, level_counts: Sequence[int], top_k: int) -
 
 
 def atss_match(anchors: TensorLike, boxes: TensorLike, classes: TensorLike, *,
-               level_counts: Sequence[int], top_k: int = TOP_K) -> Dict[str, object]:
+               level_counts: Sequence[int], top_k: int = TOP_K,
+               anchors_per_location: int = NUM_ANCHORS_PER_LOCATION) -> Dict[str, object]:
     """Assigns every anchor to a ground-truth box or to background, by ATSS.
 
     Args:
@@ -56,7 +59,8 @@ def atss_match(anchors: TensorLike, boxes: TensorLike, classes: TensorLike, *,
         boxes: `[B, M, 4]` xyxy pixels, `-1` padded.
         classes: `[B, M]` int, `-1` padded.
         level_counts: anchors of each level, in order; they sum to `A`.
-        top_k: candidates per level and box, by centre distance.
+        top_k: candidate locations per level and box, by centre distance.
+        anchors_per_location: anchors sharing each location's centre (consecutive).
 
     Returns:
         The dict of `effdet_tf.targets.match_anchors` (`ignore` is all False).
@@ -80,7 +84,8 @@ def atss_match(anchors: TensorLike, boxes: TensorLike, classes: TensorLike, *,
     bx, by = _centres(boxes)                                                 # [B, M]
     dx = ax[None, :, None] - bx[:, None, :]
     dy = ay[None, :, None] - by[:, None, :]
-    candidate = ops.logical_and(_candidates(dx * dx + dy * dy, level_counts, top_k),
+    candidate = ops.logical_and(_candidates(dx * dx + dy * dy, level_counts,
+                                            top_k * anchors_per_location),
                                 valid[:, None, :])                           # [B, A, M]
 
     weight = ops.cast(candidate, "float32")

@@ -26,7 +26,8 @@ def _iou(a, b):
 
 
 def _reference(boxes, classes, top_k=9):
-    """ATSS for one image, box by box and level by level, as the paper states it."""
+    """ATSS for one image, box by box and level by level, as the paper states it (its
+    candidates: the anchors of the `top_k` nearest locations of each level)."""
     centres = (ANCHORS[:, :2] + ANCHORS[:, 2:]) / 2.0
     best = np.full(len(ANCHORS), -1.0)
     owner = np.full(len(ANCHORS), -1)
@@ -40,7 +41,7 @@ def _reference(boxes, classes, top_k=9):
         start = 0
         for count in COUNTS:
             level = distance[start:start + count]
-            kth = np.sort(level)[min(top_k, count) - 1]
+            kth = np.sort(level)[min(top_k * anchor_lib.NUM_ANCHORS_PER_LOCATION, count) - 1]
             candidates += [start + i for i in np.nonzero(level <= kth)[0]]
             start += count
         threshold = ious[candidates].mean() + ious[candidates].std(ddof=1)
