@@ -136,7 +136,7 @@ print("RESULT" + json.dumps(np.asarray(match["matched_classes"]).tolist()))
 def test_jax_jit_matches_tensorflow(tmp_path):
     """Under KERAS_BACKEND=jax, jitted, the assignment is the same as under TensorFlow."""
     rng = np.random.default_rng(5)
-    boxes = _random_boxes(rng, 8).reshape(2, 4, 4)
+    boxes = np.reshape(_random_boxes(rng, 8), (2, 4, 4))
     classes = rng.integers(0, 3, size=(2, 4)).astype(np.int32)
     classes[1, 3] = -1
     np.save(tmp_path / "b.npy", boxes)
