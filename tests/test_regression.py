@@ -80,7 +80,22 @@ def test_detection_training_matches_the_recorded_run():
         np.testing.assert_allclose(got["head_losses"][head], values, rtol=2e-4)
     assert sorted(got["weights"]) == sorted(expected["weights"])
     for path, value in expected["weights"].items():
-        np.testing.assert_allclose(got["weights"][path], value, rtol=2e-4, err_msg=path)
+        np.testing.assert_allclose(got["weights"][path], value, rtol=2e-4,
+                                   atol=_round_off_floor(path), err_msg=path)
+
+
+def _round_off_floor(path: str) -> float:
+    """The absolute tolerance of one weight's sum: round-off-driven weights get 2e-3.
+
+    A convolution bias that feeds a BatchNormalization has a zero gradient in exact
+    arithmetic (the batch mean removes it). Its computed gradient is round-off (~1e-10),
+    which AdamW turns into steps, so these biases, and the moving means that include
+    them, hold sums of ~1e-4..4e-3 set by the BLAS/XLA build: a package update moved 30
+    of them by up to 7e-4 while every loss stayed within 3e-7 and every kernel within
+    2e-4. Biases without a BN after them (the prediction convolutions) sum to tens and
+    stay pinned by `rtol`.
+    """
+    return 2e-3 if path.endswith(("/bias", "/moving_mean")) else 1e-6
 
 
 if __name__ == "__main__" and sys.argv[1:] == ["--record"]:
