@@ -1,11 +1,16 @@
 """Unit tests of the training package's pure parts: schedule, run folders, comparison table."""
+import csv
+
+import keras
 import numpy as np
 import pytest
 
 from effdet_tf.config import config_from_dict
 from effdet_tf.errors import ConfigError
+from train.callbacks import DetectorCheckpoint, HeadSumValLoss
 from train.compare import markdown, summarise, variant
 from train.evaluate import to_original_xywh
+from train.progress import epoch_line
 from train.run_dir import prepare_run_dir
 from train.schedules import WarmupCosine
 
@@ -126,3 +131,30 @@ def test_benchmark_recipe_budget_and_table(tmp_path):
     assert text.rstrip().endswith("| 1.23 |")  # 0.32 / 0.26
     assert not run_benchmark(["fruits"], [0], data_root="/data", out_dir=str(tmp_path),
                              report_only=True)
+
+
+def test_val_loss_is_the_heads_sum_for_every_later_callback(tmp_path):
+    """HeadSumValLoss rewrites val_loss first; the checkpoint and the CSV log read the sum."""
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    ckpt = DetectorCheckpoint(model, str(tmp_path / "ckpt"))
+    log = keras.callbacks.CSVLogger(str(tmp_path / "log.csv"))
+    callbacks = keras.callbacks.CallbackList([HeadSumValLoss(("a", "b")), ckpt, log],
+                                             model=model)
+    callbacks.on_train_begin()
+    # Keras' own val_loss (a batch-weighted mean) falls from epoch 1 to 2; the sum rises.
+    epochs = [{"loss": 3.0, "val_loss": 2.0, "val_a_loss": 1.0, "val_b_loss": 3.0},
+              {"loss": 2.5, "val_loss": 1.5, "val_a_loss": 0.5, "val_b_loss": 4.0}]
+    for epoch, logs in enumerate(epochs):
+        callbacks.on_epoch_end(epoch, dict(logs))
+    callbacks.on_train_end()
+    with open(tmp_path / "log.csv", encoding="utf-8") as stream:
+        rows = list(csv.DictReader(stream))
+    assert [float(r["val_loss"]) for r in rows] == [4.0, 4.5]
+    assert ckpt.best_epoch == 1 and ckpt.best == 4.0
+    # A head without a validation loss leaves Keras' value alone.
+    logs = {"val_loss": 2.0, "val_a_loss": 1.0}
+    HeadSumValLoss(("a", "b")).on_epoch_end(0, logs)
+    assert logs["val_loss"] == 2.0
+    line = epoch_line(1, 2, {"loss": 3.0, "a_loss": 1.0, "b_loss": 2.0, "val_loss": 4.0,
+                             "val_a_loss": 1.0, "val_b_loss": 3.0}, 5.0, ("a", "b"))
+    assert "loss 3 (a 1, b 2)" in line and "val loss 4 (a 1, b 3)" in line

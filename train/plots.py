@@ -72,8 +72,9 @@ def plot_learning_curves(csv_path: str, png_path: str, title: str = "") -> str:
     cols = read_log(csv_path)
     epochs = [int(e) + 1 for e in cols.get("epoch", [])]
     heads = head_names_in_log(cols)
-    # Keras' val_loss averages batches of different datasets, each holding one head's
-    # loss: the sum of the per-head means is the validation counterpart of the train loss.
+    # The sum of the per-head means is the validation counterpart of the train loss. Logs
+    # from train.fit hold it as val_loss already (train.callbacks.HeadSumValLoss); older
+    # logs hold Keras' mean over single-dataset batches, so it is summed here for both.
     for prefix in ("", "val_"):
         if heads and all(f"{prefix}{h}_loss" in cols for h in heads):
             cols[f"{prefix}heads_sum"] = [sum(values) for values in

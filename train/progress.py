@@ -35,14 +35,15 @@ def epoch_line(epoch: int, epochs: int, logs: Dict[str, float], seconds: float,
     """
     parts = [f"epoch {epoch}/{epochs}", f"{seconds:.0f} s"]
     for prefix, label in (("", "loss"), ("val_", "val loss")):
+        if f"{prefix}loss" not in logs:
+            continue
+        # What log.csv holds: under train.fit, `val_loss` is the heads' sum
+        # (train.callbacks.HeadSumValLoss), on the scale of the train loss.
+        text = f"{label} {_fmt(logs[f'{prefix}loss'])}"
         per_head = {h: logs[f"{prefix}{h}_loss"] for h in heads if f"{prefix}{h}_loss" in logs}
-        if per_head and len(per_head) == len(heads):
-            # The sum over heads: what the train loss is, and what Keras' val_loss (a mean
-            # over single-dataset batches) is not.
-            detail = ", ".join(f"{h} {_fmt(v)}" for h, v in per_head.items())
-            parts.append(f"{label} {_fmt(sum(per_head.values()))} ({detail})")
-        elif f"{prefix}loss" in logs:
-            parts.append(f"{label} {_fmt(logs[f'{prefix}loss'])}")
+        if per_head:
+            text += " (" + ", ".join(f"{h} {_fmt(v)}" for h, v in per_head.items()) + ")"
+        parts.append(text)
     if "learning_rate" in logs:
         parts.append(f"lr {logs['learning_rate']:.3g}")
     return "  ".join(parts)
