@@ -138,7 +138,7 @@ def test_val_loss_is_the_heads_sum_for_every_later_callback(tmp_path):
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     ckpt = DetectorCheckpoint(model, str(tmp_path / "ckpt"))
     log = keras.callbacks.CSVLogger(str(tmp_path / "log.csv"))
-    callbacks = keras.callbacks.CallbackList([HeadSumValLoss(("a", "b")), ckpt, log],
+    callbacks = keras.callbacks.CallbackList([HeadSumValLoss({"a": 1.0, "b": 1.0}), ckpt, log],
                                              model=model)
     callbacks.on_train_begin()
     # Keras' own val_loss (a batch-weighted mean) falls from epoch 1 to 2; the sum rises.
@@ -153,8 +153,12 @@ def test_val_loss_is_the_heads_sum_for_every_later_callback(tmp_path):
     assert ckpt.best_epoch == 1 and ckpt.best == 4.0
     # A head without a validation loss leaves Keras' value alone.
     logs = {"val_loss": 2.0, "val_a_loss": 1.0}
-    HeadSumValLoss(("a", "b")).on_epoch_end(0, logs)
+    HeadSumValLoss({"a": 1.0, "b": 1.0}).on_epoch_end(0, logs)
     assert logs["val_loss"] == 2.0
+    # Head loss weights count as in the train loss.
+    logs = {"val_loss": 2.0, "val_a_loss": 1.0, "val_b_loss": 3.0}
+    HeadSumValLoss({"a": 1.0, "b": 0.1}).on_epoch_end(0, logs)
+    assert logs["val_loss"] == pytest.approx(1.3)
     line = epoch_line(1, 2, {"loss": 3.0, "a_loss": 1.0, "b_loss": 2.0, "val_loss": 4.0,
                              "val_a_loss": 1.0, "val_b_loss": 3.0}, 5.0, ("a", "b"))
     assert "loss 3 (a 1, b 2)" in line and "val loss 4 (a 1, b 3)" in line

@@ -4,7 +4,7 @@ import math
 import os
 import statistics
 import time
-from typing import Optional, Sequence
+from typing import Mapping, Optional
 
 import keras
 
@@ -159,29 +159,31 @@ class LearningRateLogger(keras.callbacks.Callback):
 
 
 class HeadSumValLoss(keras.callbacks.Callback):
-    """Makes `val_loss` the sum of the heads' validation losses, as the train loss is.
+    """Makes `val_loss` the heads' weighted sum, as the train loss is.
 
     Validation batches hold one dataset each (`train.data.make_val_dataset`), so Keras'
     own `val_loss` is the mean of the heads' losses weighted by their numbers of
     validation batches: 7.9 in a clothing + ccp_tags run whose heads' validation losses
-    sum to 16.0. Put it first: the checkpoint's `best`, early stopping, the CSV log and
-    the epoch line then read one validation loss, on the train loss's scale.
+    sum to 16.0. This replaces it with `sum(weight_h * val_<h>_loss)`, the weights being
+    the model's head loss weights, as in the train loss. Put it first: the checkpoint's
+    `best`, early stopping, the CSV log and the epoch line then read one validation loss.
 
     Args:
-        heads: the model's head names (`val_<head>_loss` keys).
+        head_weights: head name -> loss weight (`MultiHeadDetector.head_loss_weights`).
     """
 
-    def __init__(self, heads: Sequence[str]):
+    def __init__(self, head_weights: Mapping[str, float]):
         super().__init__()
-        self.heads = tuple(heads)
+        self.head_weights = dict(head_weights)
 
     def on_epoch_end(self, epoch, logs=None):
         """Replaces `val_loss` when every head's validation loss is in the logs."""
-        if logs is None or not self.heads:
+        if logs is None or not self.head_weights:
             return
-        keys = [f"val_{head}_loss" for head in self.heads]
-        if all(key in logs for key in keys):
-            logs["val_loss"] = float(sum(float(logs[key]) for key in keys))
+        keys = {head: f"val_{head}_loss" for head in self.head_weights}
+        if all(key in logs for key in keys.values()):
+            logs["val_loss"] = float(sum(weight * float(logs[keys[head]])
+                                         for head, weight in self.head_weights.items()))
 
 
 class CloseMosaic(keras.callbacks.Callback):

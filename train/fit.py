@@ -100,7 +100,8 @@ def _callbacks(cfg: ExperimentConfig, run: str, detector: Any, steps: int, resum
     # last: an epoch is marked done only after its log row and checkpoints are on disk,
     # so a kill -9 at any moment loses nothing it reports.
     callbacks = [
-        cbs.HeadSumValLoss(cfg.head_names), speed, guard, cbs.LearningRateLogger(), ckpt,
+        cbs.HeadSumValLoss(detector.head_loss_weights), speed, guard,
+        cbs.LearningRateLogger(), ckpt,
         keras.callbacks.CSVLogger(os.path.join(run, "log.csv"), append=resuming),
         keras.callbacks.TensorBoard(os.path.join(run, "tensorboard"), write_graph=False),
     ]
