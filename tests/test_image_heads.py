@@ -52,12 +52,28 @@ def test_multilabel_loss_ignores_unknown_tags():
     assert again == pytest.approx(base)
     x, y = logits["logits"], labels
     bce = np.maximum(x, 0) - x * y + np.log1p(np.exp(-np.abs(x)))
-    assert base == pytest.approx((bce * mask).sum() / 2, rel=1e-5)
+    assert base == pytest.approx((bce * mask).sum() / mask.sum(), rel=1e-5)  # 5 known values
     weighted = MultiLabelHead(num_classes=3, image_size=SIZE, name="w", positive_weight=3.0)
     heavy = float(weighted.compute_loss(_targets("w", labels, mask), logits, routed,
                                         {})["bce_loss"])
-    expected = (bce * mask * (1 + 2 * y)).sum() / 2
+    expected = (bce * mask * (1 + 2 * y)).sum() / mask.sum()
     assert heavy == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("tags", [3, 33])
+def test_multilabel_loss_is_a_mean_per_known_value(tags):
+    """Uninformed logits cost log 2 whatever the number of tags (a sum over tags would cost
+    `tags * log 2` and outweigh a softmax head on the shared layers), and unrouted
+    examples and unknown values do not dilute the mean."""
+    head = MultiLabelHead(num_classes=tags, image_size=SIZE, name="t")
+    labels = np.zeros((3, tags), np.float32)
+    labels[0, 0] = 1.0
+    mask = np.ones((3, tags), np.float32)
+    mask[1, 1:] = 0.0  # image 1 knows one tag only
+    routed = np.array([1, 1, 0], np.float32)  # image 2 belongs to another head
+    zero = {"logits": np.zeros((3, tags), np.float32)}
+    loss = float(head.compute_loss(_targets("t", labels, mask), zero, routed, {})["bce_loss"])
+    assert loss == pytest.approx(np.log(2.0), rel=1e-5)
 
 
 @pytest.mark.parametrize("kwargs, match", [
