@@ -103,6 +103,19 @@ def test_fit_cli_bad_input_is_one_line_exit_2(tmp_path, content, args, message):
     assert "Traceback" not in proc.stderr
 
 
+def test_default_learning_rate_follows_the_heads_and_optimizer():
+    """null picks 0.002 (AdamW) with a detection head, 0.0007 with image-level heads only."""
+    tags = load_config(str(REPO_ROOT / "configs/clothing_tags.yaml"))
+    assert tags.learning_rate == pytest.approx(7e-4)
+    assert load_config(str(REPO_ROOT / "configs/all_tasks.yaml")).learning_rate == \
+        pytest.approx(2e-3)
+    assert config_from_dict(BASE).learning_rate == pytest.approx(2e-3)
+    assert config_from_dict(BASE, ["train.optimizer=sgd", "train.batch_size=32"]) \
+        .learning_rate == pytest.approx(0.04)
+    assert load_config(str(REPO_ROOT / "configs/clothing_tags.yaml"),
+                       ["train.learning_rate=0.01"]).learning_rate == pytest.approx(0.01)
+
+
 HEADS = {"heads": [{"name": "objects", "options": {"box_loss_weight": 20}}],
          "data": {"datasets": [{"name": "a", "root": "x", "heads": ["objects"]},
                                {"name": "b", "root": "y", "heads": ["objects"]}]}}

@@ -144,7 +144,10 @@ def plot(results: Dict[str, List[Dict[str, Any]]], path: str) -> str:
             means = [np.mean([m[k] for m in found]) for k in keys]
             bars = axis.bar(np.arange(len(keys)) + (i - (len(runs) - 1) / 2) * width, means,
                             width, label=run)
-            axis.bar_label(bars, fmt="%.2f", fontsize=7)
+            # Above the peer and baseline lines, on white, so a line at the bar's height
+            # does not strike the figure through.
+            axis.bar_label(bars, fmt="%.3f", fontsize=7, zorder=5, bbox={
+                "facecolor": "white", "edgecolor": "none", "pad": 0.5, "alpha": 0.85})
         for j, key in enumerate(keys):
             span = (j - 0.45, j + 0.45)
             if head in PEER:

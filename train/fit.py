@@ -31,9 +31,7 @@ def _optimizer(cfg: ExperimentConfig, total_steps: int, steps_per_epoch: int):
 
     from train.schedules import WarmupCosine  # pylint: disable=import-outside-toplevel  # imports keras
 
-    base = cfg.train.learning_rate
-    if base is None:
-        base = 0.08 * cfg.train.batch_size / 64 if cfg.train.optimizer == "sgd" else 2e-3
+    base = cfg.learning_rate
     # A warm-up of more than a tenth of a short run would leave too few steps at full rate.
     warmup = min(int(cfg.train.warmup_epochs * steps_per_epoch), total_steps // 10)
     schedule = WarmupCosine(base_lr=base, total_steps=total_steps, warmup_steps=warmup)
@@ -205,6 +203,8 @@ def run_training(cfg: ExperimentConfig, *, overwrite: bool = False, evaluate: bo
         f"{h.name} ({h.kind}) <- " + ", ".join(cfg.data.datasets[i].name
                                               for i in cfg.head_datasets(h.name))
         for h in cfg.head_configs))
+    print(f"learning rate: {cfg.learning_rate:g} ({cfg.train.optimizer}"
+          f"{', the default for these heads' if cfg.train.learning_rate is None else ''})")
     keras.utils.set_random_seed(cfg.train.seed)
     if cfg.train.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
