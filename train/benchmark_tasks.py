@@ -144,10 +144,10 @@ def plot(results: Dict[str, List[Dict[str, Any]]], path: str) -> str:
             means = [np.mean([m[k] for m in found]) for k in keys]
             bars = axis.bar(np.arange(len(keys)) + (i - (len(runs) - 1) / 2) * width, means,
                             width, label=run)
-            # Above the peer and baseline lines, on white, so a line at the bar's height
-            # does not strike the figure through.
+            # Above the peer and baseline lines, on opaque white, so a line at the bar's
+            # height does not strike the figure through.
             axis.bar_label(bars, fmt="%.3f", fontsize=7, zorder=5, bbox={
-                "facecolor": "white", "edgecolor": "none", "pad": 0.5, "alpha": 0.85})
+                "facecolor": "white", "edgecolor": "none", "pad": 0.5})
         for j, key in enumerate(keys):
             span = (j - 0.45, j + 0.45)
             if head in PEER:
@@ -158,7 +158,8 @@ def plot(results: Dict[str, List[Dict[str, Any]]], path: str) -> str:
                           label="trivial baseline" if j == 0 else None)
         axis.set_xticks(np.arange(len(keys)), keys)
         axis.set_ylim(0, 1)
-        axis.legend(fontsize=8, loc="upper left")
+        # Under the axes: bars near 1.0 would otherwise hide behind the legend.
+        axis.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=4)
         axis.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
