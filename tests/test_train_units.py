@@ -1,5 +1,6 @@
 """Unit tests of the training package's pure parts: schedule, run folders, comparison table."""
 import csv
+import os
 
 import keras
 import numpy as np
@@ -131,6 +132,34 @@ def test_benchmark_recipe_budget_and_table(tmp_path):
     assert text.rstrip().endswith("| 1.23 |")  # 0.32 / 0.26
     assert not run_benchmark(["fruits"], [0], data_root="/data", out_dir=str(tmp_path),
                              report_only=True)
+
+
+def test_benchmark_tasks_table_and_chart_show_the_seeds(tmp_path, monkeypatch):
+    """Two seeds: mean ± sd in the table, an error bar and "2 seeds" on the chart."""
+    from matplotlib.axes import Axes  # pylint: disable=import-outside-toplevel
+    from train.benchmark_tasks import plot, table  # pylint: disable=import-outside-toplevel
+
+    base = {"accuracy": 0.14, "top2_accuracy": 0.25, "balanced_accuracy": 0.1, "macro_f1": 0.03}
+    runs = {"clothing": [{"metrics": {"category": {
+        "accuracy": acc, "top2_accuracy": 0.85, "balanced_accuracy": 0.67, "macro_f1": 0.65,
+        "baseline": base}}} for acc in (0.68, 0.74)],
+            "two_head": [{"metrics": {"category": {
+                "accuracy": 0.67, "top2_accuracy": 0.83, "balanced_accuracy": 0.66,
+                "macro_f1": 0.63, "baseline": base}}}]}
+    text = table(runs, [])
+    assert "| effdet_tf | clothing | 2 | 0.710 ± 0.042 | 0.850 ± 0.000 |" in text
+    assert "| effdet_tf | two_head | 1 | 0.670 | 0.830 |" in text
+    drawn = []
+    original = Axes.bar
+
+    def spy(axis, *args, **kwargs):
+        drawn.append((kwargs["label"], kwargs["yerr"]))
+        return original(axis, *args, **kwargs)
+
+    monkeypatch.setattr(Axes, "bar", spy)
+    assert os.path.getsize(plot(runs, str(tmp_path / "tasks.png"))) > 1000
+    assert [label for label, _ in drawn] == ["clothing (2 seeds)", "two_head (1 seed)"]
+    assert np.allclose(drawn[0][1][0], 0.0424, atol=1e-3) and drawn[1][1] is None
 
 
 def test_val_loss_is_the_heads_sum_for_every_later_callback(tmp_path):

@@ -120,7 +120,8 @@ def table(results: Dict[str, List[Dict[str, Any]]], overrides: Sequence[str]) ->
 
 
 def plot(results: Dict[str, List[Dict[str, Any]]], path: str) -> str:
-    """Bar chart: each head's metrics per run, the peer and the baseline as lines."""
+    """Bar chart: each head's metrics per run (mean over seeds, ± one standard deviation
+    as an error bar), the peer and the baseline as lines."""
     # pylint: disable=import-outside-toplevel  # matplotlib only when plotting
     import matplotlib
 
@@ -142,8 +143,12 @@ def plot(results: Dict[str, List[Dict[str, Any]]], path: str) -> str:
             found = [s["metrics"][head] for s in results[run] if head in s.get("metrics", {})]
             baseline = found[0]["baseline"]
             means = [np.mean([m[k] for m in found]) for k in keys]
+            # One seed has no spread: no error bar, and the legend says how many seeds.
+            spread = [np.std([m[k] for m in found], ddof=1) for k in keys] \
+                if len(found) > 1 else None
             bars = axis.bar(np.arange(len(keys)) + (i - (len(runs) - 1) / 2) * width, means,
-                            width, label=run)
+                            width, yerr=spread, capsize=3, error_kw={"linewidth": 1},
+                            label=f"{run} ({len(found)} seed{'s' if len(found) > 1 else ''})")
             # Above the peer and baseline lines, on opaque white, so a line at the bar's
             # height does not strike the figure through.
             axis.bar_label(bars, fmt="%.3f", fontsize=7, zorder=5, bbox={
