@@ -3,20 +3,24 @@ the command line, training (or reusing) every run of every seed, and the table c
 import argparse
 import json
 import os
-from typing import Any, Callable, Dict, List, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from effdet_tf.config import ExperimentConfig
 
 
+def seed_stats(values: List[float]) -> Tuple[float, Optional[float]]:
+    """The mean over seeds and the sample standard deviation (None for one seed)."""
+    return float(np.mean(values)), (float(np.std(values, ddof=1)) if len(values) > 1 else None)
+
+
 def mean_sd(values: List[float]) -> str:
     """A table cell: the value of one seed, or the mean ± standard deviation of several."""
     if not values:
         return ""
-    if len(values) == 1:
-        return f"{values[0]:.3f}"
-    return f"{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f}"
+    mean, spread = seed_stats(values)
+    return f"{mean:.3f}" if spread is None else f"{mean:.3f} ± {spread:.3f}"
 
 
 def add_arguments(parser: argparse.ArgumentParser, runs: Sequence[str], *,

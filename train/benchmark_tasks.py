@@ -25,7 +25,8 @@ import numpy as np
 
 from effdet_tf.cli import make_parser, run_cli
 from effdet_tf.config import ExperimentConfig, config_from_dict
-from train.benchmark_runs import add_arguments, mean_sd, parse_and_run, run_and_report
+from train.benchmark_runs import (add_arguments, mean_sd, parse_and_run, run_and_report,
+                                  seed_stats)
 
 BUDGET = {"data": {"image_size": 128, "max_boxes": 100},
           "model": {"backbone": "cspdarknet53"},
@@ -142,10 +143,9 @@ def plot(results: Dict[str, List[Dict[str, Any]]], path: str) -> str:
         for i, run in enumerate(runs):
             found = [s["metrics"][head] for s in results[run] if head in s.get("metrics", {})]
             baseline = found[0]["baseline"]
-            means = [np.mean([m[k] for m in found]) for k in keys]
+            means, spreads = zip(*(seed_stats([m[k] for m in found]) for k in keys))
             # One seed has no spread: no error bar, and the legend says how many seeds.
-            spread = [np.std([m[k] for m in found], ddof=1) for k in keys] \
-                if len(found) > 1 else None
+            spread = None if len(found) == 1 else list(spreads)
             bars = axis.bar(np.arange(len(keys)) + (i - (len(runs) - 1) / 2) * width, means,
                             width, yerr=spread, capsize=3, error_kw={"linewidth": 1},
                             label=f"{run} ({len(found)} seed{'s' if len(found) > 1 else ''})")
