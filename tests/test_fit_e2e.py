@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from data_pipelines.sample_data import ensure_sample_data
@@ -115,6 +116,40 @@ def test_prediction_grid_png(finished_run, tmp_path):
         width, height = image.size
     assert width > 500 and height > 2 * 300  # two rows of two panels at 90 dpi
 
+
+
+@pytest.mark.slow
+def test_bn_check_reads_the_runs_own_validation_loss(finished_run, tmp_path):
+    """train.bn_check: with the saved statistics it gives the run's last logged val_loss
+    (the same rule, two heads), every source gets a finite loss, every BN layer a shift;
+    a missing weights file is one line naming it."""
+    run, _ = finished_run
+    out = tmp_path / "bn.json"
+    # The CLI quietens TensorFlow itself unless the caller set a log level (pytest's has).
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    proc = subprocess.run([sys.executable, "-m", "train.bn_check", "--run", str(run),
+                           "--steps", "2", "--json", str(out)], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=600, check=False, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads(out.read_text(encoding="utf-8"))
+    with open(run / "log.csv", encoding="utf-8") as stream:
+        logged = float(list(csv.DictReader(stream))[-1]["val_loss"])
+    sources = report["sources"]
+    assert set(sources) == {"saved", "clean train", "augmented train", "mixed train",
+                            "validation"}
+    assert sources["saved"]["val_loss"] == pytest.approx(logged, rel=1e-4)
+    assert {"shapes_loss", "signs_loss"} <= set(sources["saved"]["parts"])
+    assert all(np.isfinite(row["val_loss"]) and row["max"] >= row["median"]
+               for row in sources.values())
+    assert len(report["layers"]) > 10
+    assert all(row["mean_shift"] >= 0 and row["variance_ratio"] > 0 for row in report["layers"])
+    assert "clean train" in proc.stdout and "mixed train" in proc.stdout
+    missing = tmp_path / "nothing.weights.h5"
+    proc = subprocess.run([sys.executable, "-m", "train.bn_check", "--run", str(run),
+                           "--weights", str(missing)], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=300, check=False, env=env)
+    assert proc.returncode == 2 and str(missing) in proc.stderr, proc.stderr[-2000:]
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 @pytest.mark.slow
 def test_resume_after_kill(sample, tmp_path):
