@@ -117,7 +117,6 @@ def test_prediction_grid_png(finished_run, tmp_path):
     assert width > 500 and height > 2 * 300  # two rows of two panels at 90 dpi
 
 
-
 @pytest.mark.slow
 def test_bn_check_reads_the_runs_own_validation_loss(finished_run, tmp_path):
     """train.bn_check: with the saved statistics it gives the run's last logged val_loss
@@ -150,6 +149,7 @@ def test_bn_check_reads_the_runs_own_validation_loss(finished_run, tmp_path):
                           text=True, timeout=300, check=False, env=env)
     assert proc.returncode == 2 and str(missing) in proc.stderr, proc.stderr[-2000:]
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
 
 @pytest.mark.slow
 def test_resume_after_kill(sample, tmp_path):

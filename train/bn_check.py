@@ -10,10 +10,14 @@ loss of one set of weights with its BN statistics taken, in turn, from:
 - `clean train`: clean training images (what `train.refresh_bn_steps` and precise BN use);
 - `augmented train`: training batches through the run's augmentation, mixing off;
 - `mixed train`: the same with Mosaic, CutMix and MixUp on (as a mixing epoch sees them);
-- `validation`: the validation images themselves (the statistics of the images scored).
+- `validation`: the validation images themselves (the statistics of the images scored;
+  each validation batch holds one dataset's images, training batches a mix).
 
-If the loss is bad for every source, the weights are at fault; if it is good with the
-validation images' own statistics and bad with the training ones, the statistics are.
+If the loss is bad and about the same for every source, the weights are at fault; if it
+is good with the validation images' own statistics and bad with the training ones, the
+statistics are; if it swings widely from one source to another (a worst batch many times
+the median), the weights depend on the batch statistics themselves, which no estimate
+fixes.
 It then lists the BN layers whose statistics differ most between the clean training and
 the validation images (the mean shift in standard deviations of the training images).
 The weights are not changed on disk. `--json` writes every figure.
