@@ -98,16 +98,16 @@ def bn_check(run: str, *, weights: str = "last", steps: int = 16,
     Raises:
         ConfigError: the run folder, the weights file or the validation data is missing.
     """
-    # pylint: disable=import-outside-toplevel,too-many-locals  # heavy imports; one report
-    from train import data as data_lib
-    from train.precise_bn import recalibrate_batchnorm, trainable_batchnorms
-    from train.run_dir import load_run
-
     if steps < 1:
         raise ConfigError(f"bn_check: --steps must be at least 1, got {steps}")
     by_name = weights in WEIGHTS
     if not by_name and not os.path.isfile(weights):
         raise ConfigError(f"{weights}: no such weights file (or one of {', '.join(WEIGHTS)})")
+    # pylint: disable=import-outside-toplevel,too-many-locals  # heavy imports; one report
+    from train import data as data_lib
+    from train.precise_bn import recalibrate_batchnorm, trainable_batchnorms
+    from train.run_dir import load_run
+
     cfg, detector, _ = load_run(run, weights=weights if by_name else "last")
     if not by_name:
         detector.load_weights(weights)
