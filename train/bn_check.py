@@ -24,7 +24,7 @@ The weights are not changed on disk. `--json` writes every figure.
 """
 import json
 import os
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -45,10 +45,11 @@ def _val_loss(detector: Any, val: Any) -> Dict[str, Any]:
               for images, targets in val]
     if not losses:
         raise ConfigError("bn_check: the validation split has no batch")
+    from train.callbacks import head_loss_sum  # pylint: disable=import-outside-toplevel  # heavy
+
     parts = {metric.name: float(metric.result()) for metric in detector.metrics}
-    total = sum(weight * parts[f"{head}_loss"]
-                for head, weight in detector.head_loss_weights.items())
-    return {"val_loss": float(total), "median": float(np.median(losses)),
+    total = head_loss_sum(parts, detector.head_loss_weights)
+    return {"val_loss": total, "median": float(np.median(losses)),
             "max": float(np.max(losses)), "parts": parts}
 
 
@@ -77,7 +78,7 @@ def _repeated_images(val: Any) -> Iterator:
             yield images
 
 
-def bn_check(run: str, *, weights: str = "last", steps: int = 16,
+def bn_check(run: str, *, weights: str = "last", steps: int = 16,  # pylint: disable=too-many-locals  # one report
              top_layers: int = 8, log: Callable[[str], None] = print) -> Dict[str, Any]:
     """Validation loss of a run's weights under BN statistics from several sources.
 
@@ -103,7 +104,7 @@ def bn_check(run: str, *, weights: str = "last", steps: int = 16,
     by_name = weights in WEIGHTS
     if not by_name and not os.path.isfile(weights):
         raise ConfigError(f"{weights}: no such weights file (or one of {', '.join(WEIGHTS)})")
-    # pylint: disable=import-outside-toplevel,too-many-locals  # heavy imports; one report
+    # pylint: disable=import-outside-toplevel  # heavy imports, after the argument checks
     from train import data as data_lib
     from train.precise_bn import recalibrate_batchnorm, trainable_batchnorms
     from train.run_dir import load_run
@@ -113,18 +114,18 @@ def bn_check(run: str, *, weights: str = "last", steps: int = 16,
         detector.load_weights(weights)
     val = data_lib.make_val_dataset(cfg)
     layers = trainable_batchnorms(detector)
-    saved = [(layer.moving_mean.numpy().copy(), layer.moving_variance.numpy().copy())
-             for layer in layers]
 
-    def use(images: Optional[Iterator]) -> bool:
-        for layer, (mean, variance) in zip(layers, saved):
+    def statistics() -> List[Tuple[np.ndarray, np.ndarray]]:
+        return [(layer.moving_mean.numpy().copy(), layer.moving_variance.numpy().copy())
+                for layer in layers]
+
+    def restore(stats: List[Tuple[np.ndarray, np.ndarray]]) -> None:
+        for layer, (mean, variance) in zip(layers, stats):
             layer.moving_mean.assign(mean)
             layer.moving_variance.assign(variance)
-        return images is None or recalibrate_batchnorm(detector, images, steps=steps,
-                                                       progress=False) > 0
 
+    saved = statistics()
     sources = {
-        "saved": lambda: None,
         "clean train": lambda: iter(data_lib.clean_train_images(cfg)),
         "augmented train": lambda: _augmented_images(cfg, mixing=False),
         "mixed train": lambda: _augmented_images(cfg, mixing=True),
@@ -133,31 +134,34 @@ def bn_check(run: str, *, weights: str = "last", steps: int = 16,
     log(f"validation loss of {run} ({weights}) with BN statistics from {steps} batches of:")
     log(f"{'source':16s} {'val loss':>9s} {'median':>9s} {'max':>9s}  (median and max: "
         f"of the batches)")
-    results: Dict[str, Dict[str, float]] = {}
-    for name, images in sources.items():
-        batches = images()
-        if name != "saved" and batches is None:
-            log(f"{name:16s} (augmentation is off in this run)")
-            continue
-        if not use(batches):
-            log(f"{name:16s} (no batch, or non-finite statistics)")
-            continue
-        results[name] = _val_loss(detector, val)
-        row = results[name]
+    results: Dict[str, Dict[str, Any]] = {}
+    estimated = {}
+
+    def score(name: str) -> None:
+        row = results[name] = _val_loss(detector, val)
         log(f"{name:16s} {row['val_loss']:9.3f} {row['median']:9.3f} {row['max']:9.3f}")
-    use(iter(data_lib.clean_train_images(cfg)))
-    train_stats = [(layer.moving_mean.numpy().copy(), layer.moving_variance.numpy().copy())
-                   for layer in layers]
-    use(_repeated_images(val))
+
+    score("saved")
+    for name, images in sources.items():
+        restore(saved)
+        batches = images()
+        if batches is None:
+            log(f"{name:16s} (augmentation is off in this run)")
+        elif recalibrate_batchnorm(detector, batches, steps=steps, progress=False) == 0:
+            log(f"{name:16s} (no batch, or non-finite statistics)")
+        else:
+            estimated[name] = statistics()
+            score(name)
+    restore(saved)
     shifts: List[Dict[str, Any]] = []
-    for layer, (mean, variance) in zip(layers, train_stats):
-        scale = np.sqrt(variance + layer.epsilon)
-        shifts.append({
-            "layer": layer.path,
-            "mean_shift": float(np.max(np.abs(layer.moving_mean.numpy() - mean) / scale)),
-            "variance_ratio": float(np.max((layer.moving_variance.numpy() + layer.epsilon)
-                                           / (variance + layer.epsilon)))})
-    use(None)
+    if "clean train" in estimated and "validation" in estimated:
+        for layer, (mean, variance), (val_mean, val_variance) in zip(
+                layers, estimated["clean train"], estimated["validation"]):
+            floor = variance + layer.epsilon
+            shifts.append({
+                "layer": layer.path,
+                "mean_shift": float(np.max(np.abs(val_mean - mean) / np.sqrt(floor))),
+                "variance_ratio": float(np.max((val_variance + layer.epsilon) / floor))})
     shifts.sort(key=lambda row: -row["mean_shift"])
     log("BN layers whose validation statistics differ most from the clean training ones "
         "(largest channel; mean shift in training standard deviations):")

@@ -4,7 +4,7 @@ import math
 import os
 import statistics
 import time
-from typing import Mapping, Optional
+from typing import Any, Mapping, Optional
 
 import keras
 
@@ -158,6 +158,26 @@ class LearningRateLogger(keras.callbacks.Callback):
                 self.model.optimizer.learning_rate))
 
 
+def head_loss_sum(losses: Mapping[str, Any], head_weights: Mapping[str, float],
+                  prefix: str = "") -> Optional[float]:
+    """`sum(weight_h * losses[prefix + h + "_loss"])`: the heads' losses summed as in the
+    train loss; None when a head's loss is missing.
+
+    Args:
+        losses: per-head losses keyed `<prefix><head>_loss` (Keras logs, metric results).
+        head_weights: head name -> loss weight (`MultiHeadDetector.head_loss_weights`).
+        prefix: "val_" for Keras' validation logs.
+
+    Returns:
+        The weighted sum, or None.
+    """
+    keys = {head: f"{prefix}{head}_loss" for head in head_weights}
+    if not head_weights or not all(key in losses for key in keys.values()):
+        return None
+    return float(sum(weight * float(losses[keys[head]])
+                     for head, weight in head_weights.items()))
+
+
 class HeadSumValLoss(keras.callbacks.Callback):
     """Makes `val_loss` the heads' weighted sum, as the train loss is.
 
@@ -178,12 +198,9 @@ class HeadSumValLoss(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         """Replaces `val_loss` when every head's validation loss is in the logs."""
-        if logs is None or not self.head_weights:
-            return
-        keys = {head: f"val_{head}_loss" for head in self.head_weights}
-        if all(key in logs for key in keys.values()):
-            logs["val_loss"] = float(sum(weight * float(logs[keys[head]])
-                                         for head, weight in self.head_weights.items()))
+        total = None if logs is None else head_loss_sum(logs, self.head_weights, "val_")
+        if total is not None:
+            logs["val_loss"] = total
 
 
 class CloseMosaic(keras.callbacks.Callback):
