@@ -160,7 +160,14 @@ class AugmentConfig:
 
 @dataclasses.dataclass
 class ModelConfig:
-    """Detector architecture (EfficientDet-D0 values by default)."""
+    """Detector architecture (EfficientDet-D0 values by default).
+
+    `head_norm`: the normalisation in the detection heads' class and box towers: "batch"
+    (EfficientDet's BN, one per level, the default) or "group" (group normalisation,
+    one per level: each image normalised by its own features, so a head's output does not
+    depend on the other images of its batch, nor differ between training and
+    inference); measured in docs/results.md.
+    """
 
     backbone: str = "cspdarknet53"
     fpn_channels: int = 64
@@ -169,6 +176,7 @@ class ModelConfig:
     freeze_backbone: bool = False
     backbone_weights: Optional[str] = None
     box_loss: str = "huber"
+    head_norm: str = "batch"
     head_loss_weights: Optional[Dict[str, float]] = None
 
 
@@ -327,6 +335,7 @@ _CHOICES = {
     "data.on_corrupt": ("fail", "skip"),
     "model.backbone": ("cspdarknet53",),
     "model.box_loss": ("huber", "ciou"),
+    "model.head_norm": ("batch", "group"),
     "train.optimizer": ("sgd", "adamw"),
     "train.loss_normalizer": ("per_head", "shared"),
     "train.assigner": ("iou", "atss"),

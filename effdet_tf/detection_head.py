@@ -15,16 +15,16 @@ from effdet_tf.atss import atss_match
 from effdet_tf.errors import ConfigError
 from effdet_tf.heads import (ANCHOR_ASSIGNERS, ASSIGNER, BOX_LOSSES, PRIOR_PROBABILITY,
                              SHARED_POSITIVES, TaskHead, TensorLike)
-from effdet_tf.layers import batch_norm, separable_conv
+from effdet_tf.layers import HEAD_NORMS, head_norm, separable_conv
 from effdet_tf.postprocess import decode_predictions
 from effdet_tf.targets import encode_targets, match_anchors
 
 
 @keras.saving.register_keras_serializable(package="effdet_tf")
 class DetectionHead(TaskHead):  # pylint: disable=abstract-method  # add_metric is a Keras stub
-    """EfficientDet class net + box net, weights shared across levels, BN per level.
+    """EfficientDet class net + box net, weights shared across levels, norm per level.
 
-    Each net: `num_layers` x (separable conv 3x3 -> BN (one per level) -> swish), then a
+    Each net: `num_layers` x (separable conv 3x3 -> norm (one per level) -> swish), then a
     separable conv to `9 * C` logits (bias `-log((1 - 0.01) / 0.01)`) or `9 * 4` deltas.
     The prediction convs run in float32 so outputs are float32 under mixed precision.
 
@@ -35,10 +35,12 @@ class DetectionHead(TaskHead):  # pylint: disable=abstract-method  # add_metric 
         num_layers: intermediate layers per net (3 in D0).
         box_loss: `"huber"` (on deltas, weight 50) or `"ciou"` (on decoded boxes).
         box_loss_weight: weight of the box loss; 50 for Huber, 1 for CIoU when None.
+        norm: the towers' normalisation: `"batch"` (EfficientDet's BN, the default) or
+            `"group"` (per image: `effdet_tf.layers.head_norm`).
         **kwargs: `keras.layers.Layer` arguments.
 
     Raises:
-        ConfigError: unknown box loss.
+        ConfigError: unknown box loss or norm.
 
     Example:
         >>> head = DetectionHead(num_classes=3, image_size=512, name="fruits")
@@ -47,14 +49,17 @@ class DetectionHead(TaskHead):  # pylint: disable=abstract-method  # add_metric 
 
     loss_components = ("cls_loss", "box_loss")
     target_keys = (schema.BOXES, schema.CLASSES)
-    shared_arguments = ("channels", "num_layers", "box_loss")
+    shared_arguments = ("channels", "num_layers", "box_loss", "norm")
 
     def __init__(self, *, num_classes: int, image_size: int, channels: int = 64,
                  num_layers: int = 3, box_loss: str = "huber", box_loss_weight=None,
-                 **kwargs) -> None:
+                 norm: str = "batch", **kwargs) -> None:
         super().__init__(num_classes=num_classes, image_size=image_size, **kwargs)
         if box_loss not in BOX_LOSSES:
             raise ConfigError(f"box_loss must be one of {BOX_LOSSES}, got {box_loss!r}")
+        if norm not in HEAD_NORMS:
+            raise ConfigError(f"head norm must be one of {HEAD_NORMS}, got {norm!r}")
+        self.norm = norm
         self.channels = channels
         self.num_layers = num_layers
         self.box_loss = box_loss
@@ -68,9 +73,10 @@ class DetectionHead(TaskHead):  # pylint: disable=abstract-method  # add_metric 
         self.box_convs = [separable_conv(channels, f"{prefix}_box_conv{i}")
                           for i in range(num_layers)]
         levels = range(anchor_lib.MIN_LEVEL, anchor_lib.MAX_LEVEL + 1)
-        self.class_bns = [batch_norm(f"{prefix}_class_bn{i}_p{level}")
+        tag = "bn" if norm == "batch" else "gn"
+        self.class_bns = [head_norm(norm, channels, f"{prefix}_class_{tag}{i}_p{level}")
                           for i in range(num_layers) for level in levels]
-        self.box_bns = [batch_norm(f"{prefix}_box_bn{i}_p{level}")
+        self.box_bns = [head_norm(norm, channels, f"{prefix}_box_{tag}{i}_p{level}")
                         for i in range(num_layers) for level in levels]
         bias = -math.log((1.0 - PRIOR_PROBABILITY) / PRIOR_PROBABILITY)
         self.class_predict = separable_conv(
@@ -245,5 +251,6 @@ class DetectionHead(TaskHead):  # pylint: disable=abstract-method  # add_metric 
         """
         config = super().get_config()
         config.update({"channels": self.channels, "num_layers": self.num_layers,
-                       "box_loss": self.box_loss, "box_loss_weight": self.box_loss_weight})
+                       "box_loss": self.box_loss, "box_loss_weight": self.box_loss_weight,
+                       "norm": self.norm})
         return config

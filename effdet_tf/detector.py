@@ -104,6 +104,7 @@ class MultiHeadDetector(keras.Model):  # pylint: disable=abstract-method  # Kera
         head_layers: intermediate layers per class / box net.
         head_loss_weights: None (all 1), `{name: weight}` or a list in head order.
         box_loss: `"huber"` or `"ciou"`.
+        head_norm: detection heads' tower normalisation, `"batch"` or `"group"`.
         freeze_backbone: backbone non-trainable, its BN in inference mode.
         **kwargs: `keras.Model` arguments (name, ...).
 
@@ -119,7 +120,8 @@ class MultiHeadDetector(keras.Model):  # pylint: disable=abstract-method  # Kera
     def __init__(self, *, backbone: keras.Model, heads: HeadsArg, image_size: int = 512,
                  fpn_channels: int = 64, fpn_cells: int = 3, head_layers: int = 3,
                  head_loss_weights: Any = None, box_loss: str = "huber",
-                 freeze_backbone: bool = False, **kwargs) -> None:
+                 head_norm: str = "batch", freeze_backbone: bool = False,
+                 **kwargs) -> None:
         specs = normalize_heads(heads)
         anchor_lib.check_image_size(image_size)
         if box_loss not in BOX_LOSSES:
@@ -134,7 +136,8 @@ class MultiHeadDetector(keras.Model):  # pylint: disable=abstract-method  # Kera
         _check_features(features, image_size)
         pyramid = build_bifpn(list(features), channels=fpn_channels, cells=fpn_cells)
         head_layers_list = [build_head(spec, image_size=image_size, channels=fpn_channels,
-                                       num_layers=head_layers, box_loss=box_loss)
+                                       num_layers=head_layers, box_loss=box_loss,
+                                       norm=head_norm)
                             for spec in specs]
         sources = {"pyramid": list(pyramid), "backbone_c5": [features[-1]]}
         outputs = {spec.name: head(sources[head.feature_source])
@@ -148,6 +151,7 @@ class MultiHeadDetector(keras.Model):  # pylint: disable=abstract-method  # Kera
         self.fpn_cells = fpn_cells
         self.head_layers = head_layers
         self.box_loss = box_loss
+        self.head_norm = head_norm
         self.freeze_backbone = freeze_backbone
         self._specs = tuple(specs)
         # Distributed training (train/strategy.py) sets a callable summing a scalar over
@@ -322,6 +326,7 @@ class MultiHeadDetector(keras.Model):  # pylint: disable=abstract-method  # Kera
             "head_layers": self.head_layers,
             "head_loss_weights": list(self._loss_weight_values),
             "box_loss": self.box_loss,
+            "head_norm": self.head_norm,
             "freeze_backbone": self.freeze_backbone,
         }
 
@@ -357,8 +362,8 @@ def build_detector(*, heads: HeadsArg, image_size: int = 512,
                    backbone: Union[str, keras.Model] = "cspdarknet53",
                    freeze_backbone: bool = False, backbone_weights: Optional[str] = None,
                    fpn_channels: int = 64, fpn_cells: int = 3, head_layers: int = 3,
-                   head_loss_weights: Any = None,
-                   box_loss: str = "huber") -> MultiHeadDetector:
+                   head_loss_weights: Any = None, box_loss: str = "huber",
+                   head_norm: str = "batch") -> MultiHeadDetector:
     """Builds the multi-head EfficientDet-D0 detector.
 
     Args:
@@ -374,6 +379,8 @@ def build_detector(*, heads: HeadsArg, image_size: int = 512,
         head_layers: intermediate layers per class / box net (3 in D0).
         head_loss_weights: None, `{name: weight}` or a list in head order.
         box_loss: `"huber"` (automl) or `"ciou"` (YOLOv4).
+        head_norm: detection heads' tower normalisation: `"batch"` (automl) or `"group"`
+            (per image, independent of the batch: FCOS / ATSS heads).
 
     Returns:
         A `MultiHeadDetector`.
@@ -403,4 +410,5 @@ def build_detector(*, heads: HeadsArg, image_size: int = 512,
     return MultiHeadDetector(backbone=backbone_model, heads=heads, image_size=image_size,
                              fpn_channels=fpn_channels, fpn_cells=fpn_cells,
                              head_layers=head_layers, head_loss_weights=head_loss_weights,
-                             box_loss=box_loss, freeze_backbone=freeze_backbone)
+                             box_loss=box_loss, head_norm=head_norm,
+                             freeze_backbone=freeze_backbone)

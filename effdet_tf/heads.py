@@ -189,7 +189,7 @@ def import_head_kinds() -> None:
 
 
 def build_head(spec: HeadSpec, *, image_size: int, channels: int, num_layers: int,
-               box_loss: str) -> TaskHead:
+               box_loss: str, norm: str = "batch") -> TaskHead:
     """Builds the head a spec asks for.
 
     Args:
@@ -198,6 +198,7 @@ def build_head(spec: HeadSpec, *, image_size: int, channels: int, num_layers: in
         channels: intermediate width.
         num_layers: intermediate layers per net.
         box_loss: box loss of detection heads.
+        norm: tower normalisation of detection heads (`"batch"` or `"group"`).
 
     Only the shared arguments the kind lists in `shared_arguments` are passed to it.
 
@@ -212,7 +213,8 @@ def build_head(spec: HeadSpec, *, image_size: int, channels: int, num_layers: in
         ...            box_loss="huber")
     """
     kind = head_class(spec.kind)
-    shared = {"channels": channels, "num_layers": num_layers, "box_loss": box_loss}
+    shared = {"channels": channels, "num_layers": num_layers, "box_loss": box_loss,
+              "norm": norm}
     arguments = {"num_classes": spec.num_classes, "image_size": image_size,
                  **{k: v for k, v in shared.items() if k in kind.shared_arguments},
                  **spec.options, "name": spec.name}

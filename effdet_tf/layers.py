@@ -6,6 +6,8 @@ from keras import ops
 
 BN_MOMENTUM = 0.99
 BN_EPSILON = 1e-3
+HEAD_NORMS = ("batch", "group")
+GROUP_NORM_CHANNELS = 8  # channels per group of a head's group normalisation
 FUSION_EPSILON = 1e-4
 TensorLike = Any  # a backend tensor, numpy array or KerasTensor
 
@@ -81,6 +83,33 @@ def batch_norm(name: str) -> keras.layers.BatchNormalization:
         The layer.
     """
     return keras.layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name)
+
+
+def head_norm(kind: str, channels: int, name: str) -> keras.layers.Layer:
+    """Returns the normalisation of a head's tower layer.
+
+    Args:
+        kind: `"batch"` (EfficientDet's BN: batch statistics in training, moving ones
+            after) or `"group"` (group normalisation over each image's own features,
+            `GROUP_NORM_CHANNELS` channels a group: the same in training and inference
+            and independent of the other images of the batch, as FCOS and ATSS heads).
+        channels: channels of the normalised tensor.
+        name: layer name.
+
+    Returns:
+        The layer.
+
+    Raises:
+        ValueError: unknown kind.
+    """
+    if kind == "batch":
+        return batch_norm(name)
+    if kind == "group":
+        groups = max(1, channels // GROUP_NORM_CHANNELS)
+        while channels % groups:
+            groups -= 1
+        return keras.layers.GroupNormalization(groups=groups, epsilon=BN_EPSILON, name=name)
+    raise ValueError(f"head norm must be one of {HEAD_NORMS}, got {kind!r}")
 
 
 def separable_conv(filters: int, name: str, *, bias_initializer: Any = "zeros",

@@ -257,6 +257,25 @@ def test_head_options_survive_save_and_load(tmp_path):
         _model(heads=[{"name": "a", "num_classes": 3, "options": {"no_such_option": 1}}])
 
 
+def test_group_norm_heads_saved_with_the_model(tmp_path):
+    """`head_norm="group"` builds group-normalised detection heads and is saved."""
+    model = _model(head_norm="group")
+    norms = model.task_heads["b"].box_bns
+    assert all(isinstance(l, keras.layers.GroupNormalization) for l in norms)
+    assert not [l for l in model.task_heads["a"]._flatten_layers()  # pylint: disable=protected-access  # every sublayer
+                if isinstance(l, keras.layers.BatchNormalization)]
+    path = tmp_path / "group.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert loaded.head_norm == "group" and loaded.get_config()["head_norm"] == "group"
+    images, _ = _batch()
+    out, out2 = model(images), loaded(images)
+    np.testing.assert_array_equal(out["a"]["class_logits"].numpy(),
+                                  out2["a"]["class_logits"].numpy())
+    with pytest.raises(ConfigError, match="head norm must be one of"):
+        _model(head_norm="layer")
+
+
 def test_backbone_weights_file(tmp_path):
     source = tiny_backbone()
     path = str(tmp_path / "bb.weights.h5")

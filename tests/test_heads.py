@@ -49,6 +49,36 @@ def test_detection_head_outputs_and_sharing():
                                rtol=1e-5, atol=1e-5)
 
 
+def test_group_norm_head_does_not_depend_on_the_batch():
+    """With `norm="group"` the head's output on an image is the same whatever images
+    share its batch, in training and inference mode alike; with BN (the default) it is
+    not, in training mode."""
+    rng = np.random.default_rng(1)
+    feats = [rng.normal(size=(3, 128 // 2 ** l, 128 // 2 ** l, 64)).astype(np.float32)
+             for l in range(3, 8)]
+    for f in feats:
+        f[2] = f[2] * 5.0 + 3.0  # a very different partner
+
+    def first_image(head, rows, training):
+        out = head([f[rows] for f in feats], training=training)
+        return np.concatenate([keras.ops.convert_to_numpy(out[k])[0].ravel()
+                               for k in ("class_logits", "box_deltas")])
+
+    for norm in ("batch", "group"):
+        head = DetectionHead(num_classes=3, image_size=128, norm=norm, name=f"h_{norm}")
+        gap = np.abs(first_image(head, [0, 1], True) - first_image(head, [0, 2], True)).max()
+        kinds = {type(l).__name__ for l in head.class_bns + head.box_bns}
+        if norm == "batch":
+            assert kinds == {"BatchNormalization"} and gap > 1e-2
+        else:
+            assert kinds == {"GroupNormalization"} and head.class_bns[0].groups == 8
+            assert gap < 1e-4
+            np.testing.assert_allclose(first_image(head, [0, 2], False),
+                                       first_image(head, [0, 1], True), rtol=1e-4, atol=1e-4)
+    with pytest.raises(ConfigError, match="head norm"):
+        DetectionHead(num_classes=2, image_size=128, norm="layer")
+
+
 def test_bad_box_loss():
     with pytest.raises(ConfigError, match="box_loss"):
         DetectionHead(num_classes=2, image_size=128, box_loss="giou")
