@@ -272,6 +272,9 @@ def test_group_norm_heads_saved_with_the_model(tmp_path):
     out, out2 = model(images), loaded(images)
     np.testing.assert_array_equal(out["a"]["class_logits"].numpy(),
                                   out2["a"]["class_logits"].numpy())
+    old = loaded.get_config()
+    del old["head_norm"]  # a model saved before the setting existed has BN heads
+    assert effdet_tf.MultiHeadDetector.from_config(old).head_norm == "batch"
     with pytest.raises(ConfigError, match="head norm must be one of"):
         _model(head_norm="layer")
 
