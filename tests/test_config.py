@@ -19,6 +19,7 @@ def test_shipped_configs_load():
     assert demo.head_names == ["shapes", "signs"]
     assert real.head_names == ["fruits", "household"]
     assert real.data.image_size == 512 and real.train.epochs == 30
+    assert real.model.head_norm == "group" and demo.model.head_norm == "batch"
 
 
 def test_overrides_types_and_lists():
