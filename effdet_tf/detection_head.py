@@ -15,7 +15,7 @@ from effdet_tf.atss import atss_match
 from effdet_tf.errors import ConfigError
 from effdet_tf.heads import (ANCHOR_ASSIGNERS, ASSIGNER, BOX_LOSSES, PRIOR_PROBABILITY,
                              SHARED_POSITIVES, TaskHead, TensorLike)
-from effdet_tf.layers import HEAD_NORMS, head_norm, separable_conv
+from effdet_tf.layers import head_norm, separable_conv
 from effdet_tf.postprocess import decode_predictions
 from effdet_tf.targets import encode_targets, match_anchors
 
@@ -57,8 +57,6 @@ class DetectionHead(TaskHead):  # pylint: disable=abstract-method  # add_metric 
         super().__init__(num_classes=num_classes, image_size=image_size, **kwargs)
         if box_loss not in BOX_LOSSES:
             raise ConfigError(f"box_loss must be one of {BOX_LOSSES}, got {box_loss!r}")
-        if norm not in HEAD_NORMS:
-            raise ConfigError(f"head norm must be one of {HEAD_NORMS}, got {norm!r}")
         self.norm = norm
         self.channels = channels
         self.num_layers = num_layers

@@ -4,6 +4,8 @@ from typing import Any, Optional, Sequence
 import keras
 from keras import ops
 
+from effdet_tf.errors import ConfigError
+
 BN_MOMENTUM = 0.99
 BN_EPSILON = 1e-3
 HEAD_NORMS = ("batch", "group")
@@ -100,7 +102,7 @@ def head_norm(kind: str, channels: int, name: str) -> keras.layers.Layer:
         The layer.
 
     Raises:
-        ValueError: unknown kind.
+        ConfigError: unknown kind.
     """
     if kind == "batch":
         return batch_norm(name)
@@ -109,7 +111,7 @@ def head_norm(kind: str, channels: int, name: str) -> keras.layers.Layer:
         while channels % groups:
             groups -= 1
         return keras.layers.GroupNormalization(groups=groups, epsilon=BN_EPSILON, name=name)
-    raise ValueError(f"head norm must be one of {HEAD_NORMS}, got {kind!r}")
+    raise ConfigError(f"head norm must be one of {HEAD_NORMS}, got {kind!r}")
 
 
 def separable_conv(filters: int, name: str, *, bias_initializer: Any = "zeros",
