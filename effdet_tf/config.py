@@ -115,6 +115,12 @@ class DataConfig:
         image_size: model input side in pixels (a multiple of 128 keeps P7 whole).
         max_boxes: boxes kept per image (padded with -1).
         one_dataset_per_batch: make every batch come from a single dataset.
+        sampling_power: how mixed datasets share the batches: dataset i is drawn in
+            proportion to `weight_i * images_i ** sampling_power`. 1.0: every training
+            image equally often (a dataset's share is its share of the images); 0.5: in
+            proportion to the square root of the image counts, so a small dataset is seen
+            more often and a large one less ("temperature" sampling); 0.0: every dataset
+            equally often.
         on_corrupt: "fail" or "skip" for an image that cannot be decoded.
         sample_data: folder where the embedded sample datasets are generated when
             missing (the demo config uses it); empty to disable.
@@ -124,12 +130,14 @@ class DataConfig:
     image_size: int = 512
     max_boxes: int = 100
     one_dataset_per_batch: bool = False
+    sampling_power: float = 1.0
     on_corrupt: str = "fail"
     sample_data: str = ""
 
     def sampling_weights(self, image_counts: Sequence[int]) -> List[float]:
-        """Sampling weight of each dataset, in order: its `weight` times its image count."""
-        return [d.weight * count for d, count in zip(self.datasets, image_counts)]
+        """Sampling weight of each dataset, in order: `weight * image_count ** sampling_power`."""
+        return [d.weight * float(count) ** self.sampling_power
+                for d, count in zip(self.datasets, image_counts)]
 
 
 @dataclasses.dataclass

@@ -33,6 +33,9 @@ def _check_datasets(cfg: "ExperimentConfig") -> None:
         if dataset.format == "table" and dataset.label_column and dataset.tag_columns:
             raise ConfigError(f"data.datasets[{i}]: set label_column (one class per image) "
                               "or tag_columns (tags), not both")
+    if not 0.0 <= cfg.data.sampling_power <= 1.0:
+        raise ConfigError(f"data.sampling_power: {cfg.data.sampling_power} is not in [0, 1] "
+                          "(1: every image equally often, 0: every dataset equally often)")
     names = [d.name for d in cfg.data.datasets]
     if len(set(names)) != len(names):
         raise ConfigError(f"data.datasets: names must be unique, got {names}")

@@ -32,6 +32,11 @@ def test_overrides_types_and_lists():
     assert cfg.model.head_loss_weights == {"a": 2.0}
     # A dataset's share follows its image count, scaled by its weight.
     assert cfg.data.sampling_weights([300, 100]) == [600.0, 100.0]
+    # Square-root ("temperature") sampling: 400 and 100 images share 2:1, not 4:1.
+    sqrt = config_from_dict(BASE, ["data.sampling_power=0.5"])
+    assert sqrt.data.sampling_weights([400, 100]) == pytest.approx([20.0, 10.0])
+    equal = config_from_dict(BASE, ["data.sampling_power=0"])
+    assert equal.data.sampling_weights([400, 100]) == pytest.approx([1.0, 1.0])
 
 
 @pytest.mark.parametrize("override, message", [
@@ -41,6 +46,7 @@ def test_overrides_types_and_lists():
     ("model.box_loss=l1", "model.box_loss: 'l1' is not one of huber, ciou"),
     ("train.assigner=tal", "train.assigner: 'tal' is not one of iou, atss"),
     ("data.image_size=500", "multiple of 128"),
+    ("data.sampling_power=1.5", "data.sampling_power: 1.5 is not in [0, 1]"),
     ("model.head_loss_weights={c: 1}", "model.head_loss_weights: 'c' is not a head"),
     ("data.datasets.0.name=3a", "data.datasets[0].name: '3a' must start with a letter"),
     ("data.datasets.0.format=voc", "data.datasets[0].format: 'voc' is not one of coco"),

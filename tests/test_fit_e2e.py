@@ -5,6 +5,7 @@ The run is tiny (128 px, a few steps) so it proves the plumbing, not accuracy.
 import csv
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -70,6 +71,9 @@ def test_fit_writes_everything(finished_run):
     assert set(metrics) == {"shapes", "signs"}
     assert all(m["num_images"] == 8 for m in metrics.values())
     assert "heads: shapes (detection) <- shapes; signs (detection) <- signs" in stdout
+    shares = re.search(r"share of the training images drawn: shapes ([\d.]+)%, signs ([\d.]+)% "
+                       r"\(data.sampling_power 1\)", stdout)
+    assert shares and float(shares[1]) + float(shares[2]) == pytest.approx(100.0, abs=0.15)
     assert "COCO metrics on each head's own test split" in stdout
     assert "shapes" in stdout and "signs" in stdout
 

@@ -167,7 +167,8 @@ def validate_datasets(cfg: ExperimentConfig, splits: Sequence[str]) -> None:
 
 
 def sampling_weights(cfg: ExperimentConfig) -> List[float]:
-    """Mixing weights: each dataset's `weight` times its number of training images."""
+    """Mixing weights: each dataset's `weight` times its training image count to the power
+    `data.sampling_power`."""
     return cfg.data.sampling_weights([count_images(d, "train") for d in cfg.data.datasets])
 
 

@@ -203,6 +203,11 @@ def run_training(cfg: ExperimentConfig, *, overwrite: bool = False, evaluate: bo
         f"{h.name} ({h.kind}) <- " + ", ".join(cfg.data.datasets[i].name
                                               for i in cfg.head_datasets(h.name))
         for h in cfg.head_configs))
+    if len(cfg.data.datasets) > 1:
+        weights = data_lib.sampling_weights(cfg)
+        print("share of the training images drawn: " + ", ".join(
+            f"{d.name} {100 * w / sum(weights):.1f}%" for d, w in zip(cfg.data.datasets, weights))
+            + f" (data.sampling_power {cfg.data.sampling_power:g})")
     print(f"learning rate: {cfg.learning_rate:g} ({cfg.train.optimizer}"
           f"{', the default for these heads' if cfg.train.learning_rate is None else ''})")
     keras.utils.set_random_seed(cfg.train.seed)
