@@ -145,8 +145,13 @@ class AugmentConfig:
     """YOLOv4 augmentation (yolov4.cfg `[net]` values by default); probabilities per image.
 
     `close_mosaic`: the last epochs that train without Mosaic, CutMix and MixUp, on whole
-    images as they are evaluated (ultralytics' rule, 10 by default: a run of 10 epochs or
-    fewer never mixes images, a 30-epoch run mixes in its first 20).
+    images as they are evaluated (ultralytics' rule). Null (the default) picks it from the
+    run's length: with a detection head, a run of 10 epochs or more mixes in its first
+    half and ends with at most 10 epochs of whole images (a 10-epoch run mixes in its
+    first 5, a 30-epoch run in its first 20, a 300-epoch run in its first 290), and a
+    shorter run never mixes; with image-level heads only, 10 (a run of 10 epochs or
+    fewer never mixes). See
+    `ExperimentConfig.close_mosaic_epochs`; measured in docs/results.md.
     """
 
     mosaic: float = 0.5
@@ -159,7 +164,7 @@ class AugmentConfig:
     jitter: float = 0.3
     min_visible: float = 0.25
     min_box_size: float = 2.0
-    close_mosaic: int = 10
+    close_mosaic: Optional[int] = None
 
     def chain_kwargs(self) -> Dict[str, float]:
         """The keyword arguments of `YoloV4Augment` (everything but the schedule)."""
@@ -170,11 +175,12 @@ class AugmentConfig:
 class ModelConfig:
     """Detector architecture (EfficientDet-D0 values by default).
 
-    `head_norm`: the normalisation in the detection heads' class and box towers: "batch"
-    (EfficientDet's BN, one per level, the default) or "group" (group normalisation,
-    one per level: each image normalised by its own features, so a head's output does not
-    depend on the other images of its batch, nor differ between training and
-    inference); measured in docs/results.md.
+    `head_norm`: the normalisation in the detection heads' class and box towers: "group"
+    (the default: group normalisation, one per level, each image normalised by its own
+    features, so a head's output does not depend on the other images of its batch, nor
+    differ between training and inference) or "batch" (EfficientDet's BN, one per level;
+    run folders and model files made before the setting existed have it); measured in
+    docs/results.md.
     """
 
     backbone: str = "cspdarknet53"
@@ -184,7 +190,7 @@ class ModelConfig:
     freeze_backbone: bool = False
     backbone_weights: Optional[str] = None
     box_loss: str = "huber"
-    head_norm: str = "batch"
+    head_norm: str = "group"
     head_loss_weights: Optional[Dict[str, float]] = None
 
 
@@ -290,6 +296,24 @@ class ExperimentConfig:
         if any(h.kind == "detection" for h in self.head_configs):
             return 2e-3
         return 7e-4
+
+    @property
+    def close_mosaic_epochs(self) -> int:
+        """The last epochs that train without image mixing: `augment.close_mosaic`, or the
+        rule it picks when null.
+
+        With a detection head: half a run of 10 epochs or more, at most 10 epochs
+        (measured on fruits + household at 10 epochs, where mixing in the first half beat
+        no mixing with group-normalised heads), and the whole of a shorter run (the
+        5-epoch demo learned less when it mixed). Image-level heads only: 10,
+        ultralytics' rule (classification and tags were measured without mixing).
+        """
+        if self.augment.close_mosaic is not None:
+            return self.augment.close_mosaic
+        epochs = self.train.epochs
+        if epochs >= 10 and any(h.kind == "detection" for h in self.head_configs):
+            return min(10, epochs // 2)
+        return min(10, epochs)
 
     @property
     def head_names(self) -> List[str]:

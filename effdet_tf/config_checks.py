@@ -95,5 +95,6 @@ def check_config(cfg: "ExperimentConfig") -> None:
         raise ConfigError(f"train.bn_momentum: {cfg.train.bn_momentum} must be in [0, 1)")
     for key in ("augment.close_mosaic", "train.precise_bn_steps", "train.refresh_bn_steps"):
         section, field = key.split(".")
-        if getattr(getattr(cfg, section), field) < 0:
+        value = getattr(getattr(cfg, section), field)
+        if value is not None and value < 0:
             raise ConfigError(f"{key}: must be >= 0")

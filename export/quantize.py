@@ -104,13 +104,12 @@ def run_config(run: str) -> Any:
     Raises:
         ConfigError: the folder has no config.
     """
-    from effdet_tf.config import load_config  # pylint: disable=import-outside-toplevel
-    from train.run_dir import CONFIG_FILE  # pylint: disable=import-outside-toplevel  # Keras
+    from train.run_dir import CONFIG_FILE, load_run_config  # pylint: disable=import-outside-toplevel  # Keras
 
     config_file = os.path.join(run, CONFIG_FILE)
     if not os.path.isfile(config_file):
         raise ConfigError(f"{run}: not a run folder ({CONFIG_FILE} missing)")
-    return load_config(config_file)
+    return load_run_config(config_file)
 
 
 def draw_images(per_dataset: Dict[str, List[str]], count: int,

@@ -19,7 +19,26 @@ def test_shipped_configs_load():
     assert demo.head_names == ["shapes", "signs"]
     assert real.head_names == ["fruits", "household"]
     assert real.data.image_size == 512 and real.train.epochs == 30
-    assert real.model.head_norm == "group" and demo.model.head_norm == "batch"
+    assert real.model.head_norm == "group" and demo.model.head_norm == "group"
+    # The schedule rule: the demo (5 epochs) never mixes images, the 30-epoch run mixes
+    # in its first 20.
+    assert (demo.close_mosaic_epochs, real.close_mosaic_epochs) == (5, 10)
+
+
+@pytest.mark.parametrize("overrides, close", [
+    (["train.epochs=10"], 5), (["train.epochs=11"], 5), (["train.epochs=30"], 10),
+    (["train.epochs=300"], 10), (["train.epochs=9"], 9), (["train.epochs=1"], 1),
+    (["train.epochs=10", "augment.close_mosaic=0"], 0),
+    (["train.epochs=10", "augment.close_mosaic=7"], 7),
+    (["train.epochs=30", "data.datasets.0.format=image_folder",
+      "data.datasets.1.format=image_folder"], 10),
+])
+def test_close_mosaic_default_follows_the_run_length(overrides, close):
+    """Null close_mosaic: with a detection head, half a run of 10+ epochs (at most 10)
+    and the whole of a shorter one; image-level heads only: 10."""
+    cfg = config_from_dict(BASE, overrides)
+    assert cfg.augment.close_mosaic in (None, close)
+    assert cfg.close_mosaic_epochs == close
 
 
 def test_overrides_types_and_lists():

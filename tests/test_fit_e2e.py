@@ -74,6 +74,8 @@ def test_fit_writes_everything(finished_run):
     shares = re.search(r"share of the training images drawn: shapes ([\d.]+)%, signs ([\d.]+)% "
                        r"\(data.sampling_power 1\)", stdout)
     assert shares and float(shares[1]) + float(shares[2]) == pytest.approx(100.0, abs=0.15)
+    assert ("image mixing: off (augment.close_mosaic 2 >= 2 epochs, the default for these "
+            "heads)") in stdout
     assert "COCO metrics on each head's own test split" in stdout
     assert "shapes" in stdout and "signs" in stdout
 

@@ -12,7 +12,7 @@ from train.callbacks import DetectorCheckpoint, HeadSumValLoss
 from train.compare import markdown, summarise, variant
 from train.evaluate import to_original_xywh
 from train.progress import epoch_line
-from train.run_dir import prepare_run_dir
+from train.run_dir import load_run_config, prepare_run_dir
 from train.schedules import WarmupCosine
 
 
@@ -48,6 +48,20 @@ def test_run_dir_resume_refuse_overwrite(tmp_path):
         prepare_run_dir(cfg)
     assert prepare_run_dir(_cfg(tmp_path, "train.epochs=5"), overwrite=True) == (run, False)
     assert not (tmp_path / "experiment" / "log.csv").exists()
+
+
+def test_run_made_before_head_norm_loads_with_batch_norm_heads(tmp_path):
+    """A run folder whose config.yaml predates `model.head_norm` reads as BN heads."""
+    run, _ = prepare_run_dir(_cfg(tmp_path))
+    cfg_file = os.path.join(run, "config.yaml")
+    assert load_run_config(cfg_file).model.head_norm == "group"
+    with open(cfg_file, encoding="utf-8") as stream:
+        lines = [line for line in stream if "head_norm" not in line]
+    with open(cfg_file, "w", encoding="utf-8") as stream:
+        stream.writelines(lines)
+    assert load_run_config(cfg_file).model.head_norm == "batch"
+    with pytest.raises(ConfigError, match="model.head_norm"):  # resuming it with GN heads
+        prepare_run_dir(_cfg(tmp_path))
 
 
 def test_run_dir_refuses_foreign_folder(tmp_path):

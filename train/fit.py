@@ -26,6 +26,20 @@ class TrainingError(EffdetError):
     """Training stopped on a non-finite loss."""
 
 
+def mixing_schedule(cfg: ExperimentConfig) -> str:
+    """The epochs that mix images (Mosaic, CutMix, MixUp), in words."""
+    aug = cfg.augment
+    if not cfg.train.augment or max(aug.mosaic, aug.cutmix, aug.mixup) <= 0:
+        return "off (augment.mosaic, cutmix and mixup are 0)"
+    close, epochs = cfg.close_mosaic_epochs, cfg.train.epochs
+    rule = "" if aug.close_mosaic is not None else ", the default for these heads"
+    if close >= epochs:
+        return f"off (augment.close_mosaic {close} >= {epochs} epochs{rule})"
+    whole = f", whole images in the last {close} (augment.close_mosaic{rule})" if close else ""
+    span = "epoch 1" if epochs - close == 1 else f"epochs 1-{epochs - close}"
+    return f"Mosaic/CutMix/MixUp in {span} of {epochs}{whole}"
+
+
 def _optimizer(cfg: ExperimentConfig, total_steps: int, steps_per_epoch: int):
     import keras  # pylint: disable=import-outside-toplevel  # keep `--help` fast
 
@@ -210,6 +224,7 @@ def run_training(cfg: ExperimentConfig, *, overwrite: bool = False, evaluate: bo
             + f" (data.sampling_power {cfg.data.sampling_power:g})")
     print(f"learning rate: {cfg.learning_rate:g} ({cfg.train.optimizer}"
           f"{', the default for these heads' if cfg.train.learning_rate is None else ''})")
+    print(f"image mixing: {mixing_schedule(cfg)}")
     keras.utils.set_random_seed(cfg.train.seed)
     if cfg.train.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
@@ -242,9 +257,9 @@ def run_training(cfg: ExperimentConfig, *, overwrite: bool = False, evaluate: bo
     if cfg.train.refresh_bn_steps > 0:
         callbacks.insert(0, cbs.RefreshBatchNorm(detector, iter(clean_images),
                                                  cfg.train.refresh_bn_steps))
-    if augmenter is not None and cfg.augment.close_mosaic > 0:
+    if augmenter is not None and cfg.close_mosaic_epochs > 0:
         callbacks.insert(0, cbs.CloseMosaic(augmenter, cfg.train.epochs,
-                                            cfg.augment.close_mosaic))
+                                            cfg.close_mosaic_epochs))
     start = time.perf_counter()
     # tf.distribute splits each global batch over the replicas; across workers the
     # datasets are sharded by DATA (see train.strategy.Distribution.shard).

@@ -5,6 +5,7 @@ import shutil
 from typing import Any, Dict, Tuple
 
 import keras
+import yaml
 
 from effdet_tf.config import ExperimentConfig, config_to_dict, dump_config, load_config
 from effdet_tf.errors import ConfigError
@@ -23,6 +24,18 @@ def _first_difference(old: Any, new: Any, path: str = "") -> str:
                 return diff
         return ""
     return "" if old == new else f"{path}: {old!r} in the folder vs {new!r} now"
+
+
+def load_run_config(cfg_file: str) -> ExperimentConfig:
+    """The config a run folder was trained with (`config.yaml`).
+
+    Runs made before `model.head_norm` existed have batch-normalised heads, not the
+    default that came later, so a file without the key reads as `batch`.
+    """
+    with open(cfg_file, encoding="utf-8") as stream:
+        saved = yaml.safe_load(stream) or {}
+    legacy = [] if "head_norm" in (saved.get("model") or {}) else ["model.head_norm=batch"]
+    return load_config(cfg_file, legacy)
 
 
 def prepare_run_dir(cfg: ExperimentConfig, *, overwrite: bool = False) -> Tuple[str, bool]:
@@ -51,7 +64,7 @@ def prepare_run_dir(cfg: ExperimentConfig, *, overwrite: bool = False) -> Tuple[
         if not os.path.isfile(cfg_file):
             raise ConfigError(f"{run} exists and is not a run folder (no {CONFIG_FILE}); "
                               "use --overwrite or another train.run_dir")
-        old = config_to_dict(load_config(cfg_file))
+        old = config_to_dict(load_run_config(cfg_file))
         diff = _first_difference(old, config_to_dict(cfg))
         if diff:
             raise ConfigError(f"{run} holds a run with another config ({diff}); "
@@ -106,7 +119,7 @@ def load_run_meta(run: str) -> Tuple[ExperimentConfig, Dict[str, Dict[str, Any]]
     cfg_file = os.path.join(run, CONFIG_FILE)
     if not os.path.isfile(cfg_file):
         raise ConfigError(f"{run}: not a run folder ({CONFIG_FILE} missing)")
-    cfg = load_config(cfg_file)
+    cfg = load_run_config(cfg_file)
     classes_file = os.path.join(run, CLASSES_FILE)
     if not os.path.isfile(classes_file):
         raise ConfigError(f"{run}: {CLASSES_FILE} missing (the run never started training)")
