@@ -181,6 +181,10 @@ class ModelConfig:
     differ between training and inference) or "batch" (EfficientDet's BN, one per level;
     run folders and model files made before the setting existed have it); measured in
     docs/results.md.
+
+    `cls_loss`: the detection heads' class loss: "focal" (the default, EfficientDet's) or
+    "varifocal" (VarifocalNet's: a positive's class score learns the IoU of its predicted
+    box, so scores rank detections by how well they fit); measured in docs/results.md.
     """
 
     backbone: str = "cspdarknet53"
@@ -190,6 +194,7 @@ class ModelConfig:
     freeze_backbone: bool = False
     backbone_weights: Optional[str] = None
     box_loss: str = "huber"
+    cls_loss: str = "focal"
     head_norm: str = "group"
     head_loss_weights: Optional[Dict[str, float]] = None
 
@@ -367,6 +372,7 @@ _CHOICES = {
     "data.on_corrupt": ("fail", "skip"),
     "model.backbone": ("cspdarknet53",),
     "model.box_loss": ("huber", "ciou"),
+    "model.cls_loss": ("focal", "varifocal"),
     "model.head_norm": ("batch", "group"),
     "train.optimizer": ("sgd", "adamw"),
     "train.loss_normalizer": ("per_head", "shared"),

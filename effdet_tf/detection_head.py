@@ -13,8 +13,8 @@ from effdet_tf import losses
 from effdet_tf.box_coder import decode_boxes
 from effdet_tf.atss import atss_match
 from effdet_tf.errors import ConfigError
-from effdet_tf.heads import (ANCHOR_ASSIGNERS, ASSIGNER, BOX_LOSSES, PRIOR_PROBABILITY,
-                             SHARED_POSITIVES, TaskHead, TensorLike)
+from effdet_tf.heads import (ANCHOR_ASSIGNERS, ASSIGNER, BOX_LOSSES, CLS_LOSSES,
+                             PRIOR_PROBABILITY, SHARED_POSITIVES, TaskHead, TensorLike)
 from effdet_tf.layers import head_norm, separable_conv
 from effdet_tf.postprocess import decode_predictions
 from effdet_tf.targets import encode_targets, match_anchors
@@ -35,12 +35,14 @@ class DetectionHead(TaskHead):  # pylint: disable=abstract-method  # add_metric 
         num_layers: intermediate layers per net (3 in D0).
         box_loss: `"huber"` (on deltas, weight 50) or `"ciou"` (on decoded boxes).
         box_loss_weight: weight of the box loss; 50 for Huber, 1 for CIoU when None.
+        cls_loss: `"focal"` (EfficientDet's) or `"varifocal"` (the class score learns the
+            IoU of the positive's predicted box: `effdet_tf.losses.varifocal_loss`).
         norm: the towers' normalisation: `"batch"` (EfficientDet's BN, the default) or
             `"group"` (per image: `effdet_tf.layers.head_norm`).
         **kwargs: `keras.layers.Layer` arguments.
 
     Raises:
-        ConfigError: unknown box loss or norm.
+        ConfigError: unknown box loss, class loss or norm.
 
     Example:
         >>> head = DetectionHead(num_classes=3, image_size=512, name="fruits")
@@ -49,14 +51,17 @@ class DetectionHead(TaskHead):  # pylint: disable=abstract-method  # add_metric 
 
     loss_components = ("cls_loss", "box_loss")
     target_keys = (schema.BOXES, schema.CLASSES)
-    shared_arguments = ("channels", "num_layers", "box_loss", "norm")
+    shared_arguments = ("channels", "num_layers", "box_loss", "cls_loss", "norm")
 
     def __init__(self, *, num_classes: int, image_size: int, channels: int = 64,
                  num_layers: int = 3, box_loss: str = "huber", box_loss_weight=None,
-                 norm: str = "batch", **kwargs) -> None:
+                 norm: str = "batch", cls_loss: str = "focal", **kwargs) -> None:
         super().__init__(num_classes=num_classes, image_size=image_size, **kwargs)
         if box_loss not in BOX_LOSSES:
             raise ConfigError(f"box_loss must be one of {BOX_LOSSES}, got {box_loss!r}")
+        if cls_loss not in CLS_LOSSES:
+            raise ConfigError(f"cls_loss must be one of {CLS_LOSSES}, got {cls_loss!r}")
+        self.cls_loss = cls_loss
         self.norm = norm
         self.channels = channels
         self.num_layers = num_layers
@@ -148,7 +153,8 @@ class DetectionHead(TaskHead):  # pylint: disable=abstract-method  # add_metric 
 
     def compute_loss(self, y_true: dict, y_pred: dict, example_mask: TensorLike,
                      context: dict) -> Dict[str, object]:
-        """Focal loss + box loss over this head's examples, normalised by positives + 1.
+        """Class loss (focal or varifocal) + box loss over this head's examples, normalised
+        by positives + 1.
 
         The positives are this head's own, or, when `context` holds `SHARED_POSITIVES`,
         those of every detection head in the batch (one normaliser for all: each positive
@@ -176,16 +182,25 @@ class DetectionHead(TaskHead):  # pylint: disable=abstract-method  # add_metric 
             count = ops.sum(ops.cast(targets["num_positives"], "float32") * mask)
         normalizer = ops.stop_gradient(global_sum(count)) + 1.0
         anchor_weight = (1.0 - ops.cast(targets["ignore"], "float32")) * mask[:, None]
-        focal = losses.focal_loss(targets["class_targets"], y_pred["class_logits"])
-        cls_loss = ops.sum(focal * anchor_weight[..., None]) / normalizer
+        pred_boxes = None
+        if self.cls_loss == "varifocal" or self.box_loss == "ciou":
+            anchors = ops.convert_to_tensor(self.anchors, "float32")[None]
+            pred_boxes = decode_boxes(y_pred["box_deltas"], anchors)
+        if self.cls_loss == "focal":
+            cls_per_anchor = losses.focal_loss(targets["class_targets"], y_pred["class_logits"])
+        else:
+            iou = ops.stop_gradient(losses.paired_iou(
+                self._match(y_true, context)["matched_boxes"], pred_boxes))
+            quality = ops.cast(targets["class_targets"], "float32") * (
+                iou * ops.cast(targets["positive"], "float32"))[..., None]
+            cls_per_anchor = losses.varifocal_loss(quality, y_pred["class_logits"])
+        cls_loss = ops.sum(cls_per_anchor * anchor_weight[..., None]) / normalizer
         if self.box_loss == "huber":
             weight = losses.HUBER_WEIGHT if self.box_loss_weight is None else self.box_loss_weight
             huber = losses.huber_loss(targets["box_targets"], y_pred["box_deltas"])
             box_loss = weight * ops.sum(huber * positive[..., None]) / (normalizer * 4.0)
         else:
             weight = losses.CIOU_WEIGHT if self.box_loss_weight is None else self.box_loss_weight
-            anchors = ops.convert_to_tensor(self.anchors, "float32")[None]
-            pred_boxes = decode_boxes(y_pred["box_deltas"], anchors)
             ciou = losses.ciou_loss(self._match(y_true, context)["matched_boxes"], pred_boxes)
             box_loss = weight * ops.sum(ciou * positive) / normalizer
         return {"cls_loss": cls_loss, "box_loss": box_loss}
@@ -250,5 +265,5 @@ class DetectionHead(TaskHead):  # pylint: disable=abstract-method  # add_metric 
         config = super().get_config()
         config.update({"channels": self.channels, "num_layers": self.num_layers,
                        "box_loss": self.box_loss, "box_loss_weight": self.box_loss_weight,
-                       "norm": self.norm})
+                       "norm": self.norm, "cls_loss": self.cls_loss})
         return config

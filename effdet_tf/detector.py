@@ -10,8 +10,8 @@ from effdet_tf import anchors as anchor_lib
 from effdet_tf import batch_schema as schema
 from effdet_tf.bifpn import build_bifpn
 from effdet_tf.errors import ConfigError
-from effdet_tf.heads import (ASSIGNER, BOX_LOSSES, SHARED_POSITIVES, HeadSpec, build_head,
-                             import_head_kinds)
+from effdet_tf.heads import (ASSIGNER, BOX_LOSSES, CLS_LOSSES, SHARED_POSITIVES, HeadSpec,
+                             build_head, import_head_kinds)
 
 import_head_kinds()  # every kind registered with Keras, so saved models load
 
@@ -105,6 +105,7 @@ class MultiHeadDetector(keras.Model):  # pylint: disable=abstract-method  # Kera
         head_loss_weights: None (all 1), `{name: weight}` or a list in head order.
         box_loss: `"huber"` or `"ciou"`.
         head_norm: detection heads' tower normalisation, `"batch"` or `"group"`.
+        cls_loss: detection heads' class loss, `"focal"` or `"varifocal"`.
         freeze_backbone: backbone non-trainable, its BN in inference mode.
         **kwargs: `keras.Model` arguments (name, ...).
 
@@ -121,11 +122,13 @@ class MultiHeadDetector(keras.Model):  # pylint: disable=abstract-method  # Kera
                  fpn_channels: int = 64, fpn_cells: int = 3, head_layers: int = 3,
                  head_loss_weights: Any = None, box_loss: str = "huber",
                  head_norm: str = "batch", freeze_backbone: bool = False,
-                 **kwargs) -> None:
+                 cls_loss: str = "focal", **kwargs) -> None:
         specs = normalize_heads(heads)
         anchor_lib.check_image_size(image_size)
         if box_loss not in BOX_LOSSES:
             raise ConfigError(f"box_loss must be one of {BOX_LOSSES}, got {box_loss!r}")
+        if cls_loss not in CLS_LOSSES:
+            raise ConfigError(f"cls_loss must be one of {CLS_LOSSES}, got {cls_loss!r}")
         weights = _loss_weights(specs, head_loss_weights)
         if freeze_backbone:
             backbone.trainable = False
@@ -137,7 +140,7 @@ class MultiHeadDetector(keras.Model):  # pylint: disable=abstract-method  # Kera
         pyramid = build_bifpn(list(features), channels=fpn_channels, cells=fpn_cells)
         head_layers_list = [build_head(spec, image_size=image_size, channels=fpn_channels,
                                        num_layers=head_layers, box_loss=box_loss,
-                                       norm=head_norm)
+                                       norm=head_norm, cls_loss=cls_loss)
                             for spec in specs]
         sources = {"pyramid": list(pyramid), "backbone_c5": [features[-1]]}
         outputs = {spec.name: head(sources[head.feature_source])
@@ -151,6 +154,7 @@ class MultiHeadDetector(keras.Model):  # pylint: disable=abstract-method  # Kera
         self.fpn_cells = fpn_cells
         self.head_layers = head_layers
         self.box_loss = box_loss
+        self.cls_loss = cls_loss
         self.head_norm = head_norm
         self.freeze_backbone = freeze_backbone
         self._specs = tuple(specs)
@@ -326,6 +330,7 @@ class MultiHeadDetector(keras.Model):  # pylint: disable=abstract-method  # Kera
             "head_layers": self.head_layers,
             "head_loss_weights": list(self._loss_weight_values),
             "box_loss": self.box_loss,
+            "cls_loss": self.cls_loss,
             "head_norm": self.head_norm,
             "freeze_backbone": self.freeze_backbone,
         }
@@ -363,7 +368,7 @@ def build_detector(*, heads: HeadsArg, image_size: int = 512,
                    freeze_backbone: bool = False, backbone_weights: Optional[str] = None,
                    fpn_channels: int = 64, fpn_cells: int = 3, head_layers: int = 3,
                    head_loss_weights: Any = None, box_loss: str = "huber",
-                   head_norm: str = "batch") -> MultiHeadDetector:
+                   head_norm: str = "batch", cls_loss: str = "focal") -> MultiHeadDetector:
     """Builds the multi-head EfficientDet-D0 detector.
 
     Args:
@@ -381,6 +386,8 @@ def build_detector(*, heads: HeadsArg, image_size: int = 512,
         box_loss: `"huber"` (automl) or `"ciou"` (YOLOv4).
         head_norm: detection heads' tower normalisation: `"batch"` (automl) or `"group"`
             (per image, independent of the batch: FCOS / ATSS heads).
+        cls_loss: detection heads' class loss: `"focal"` (automl) or `"varifocal"`
+            (IoU-aware class scores: VarifocalNet).
 
     Returns:
         A `MultiHeadDetector`.
@@ -410,5 +417,5 @@ def build_detector(*, heads: HeadsArg, image_size: int = 512,
     return MultiHeadDetector(backbone=backbone_model, heads=heads, image_size=image_size,
                              fpn_channels=fpn_channels, fpn_cells=fpn_cells,
                              head_layers=head_layers, head_loss_weights=head_loss_weights,
-                             box_loss=box_loss, head_norm=head_norm,
+                             box_loss=box_loss, head_norm=head_norm, cls_loss=cls_loss,
                              freeze_backbone=freeze_backbone)

@@ -22,6 +22,7 @@ from effdet_tf.names import HEAD_KINDS, check_kind, check_name
 
 PRIOR_PROBABILITY = 0.01
 BOX_LOSSES = ("huber", "ciou")
+CLS_LOSSES = ("focal", "varifocal")
 # The `context` key of the positives of every detection head in the batch, when they
 # share one loss normaliser (`MultiHeadDetector.loss_normalizer == "shared"`).
 SHARED_POSITIVES = "shared_positives"
@@ -189,7 +190,7 @@ def import_head_kinds() -> None:
 
 
 def build_head(spec: HeadSpec, *, image_size: int, channels: int, num_layers: int,
-               box_loss: str, norm: str = "batch") -> TaskHead:
+               box_loss: str, norm: str = "batch", cls_loss: str = "focal") -> TaskHead:
     """Builds the head a spec asks for.
 
     Args:
@@ -199,6 +200,7 @@ def build_head(spec: HeadSpec, *, image_size: int, channels: int, num_layers: in
         num_layers: intermediate layers per net.
         box_loss: box loss of detection heads.
         norm: tower normalisation of detection heads (`"batch"` or `"group"`).
+        cls_loss: class loss of detection heads (`"focal"` or `"varifocal"`).
 
     Only the shared arguments the kind lists in `shared_arguments` are passed to it.
 
@@ -214,7 +216,7 @@ def build_head(spec: HeadSpec, *, image_size: int, channels: int, num_layers: in
     """
     kind = head_class(spec.kind)
     shared = {"channels": channels, "num_layers": num_layers, "box_loss": box_loss,
-              "norm": norm}
+              "norm": norm, "cls_loss": cls_loss}
     arguments = {"num_classes": spec.num_classes, "image_size": image_size,
                  **{k: v for k, v in shared.items() if k in kind.shared_arguments},
                  **spec.options, "name": spec.name}

@@ -63,6 +63,7 @@ def test_overrides_types_and_lists():
     ("train.epochs=three", "train.epochs: expected int, got str"),
     ("train.mixed_precision=1", "train.mixed_precision: expected bool"),
     ("model.box_loss=l1", "model.box_loss: 'l1' is not one of huber, ciou"),
+    ("model.cls_loss=qfl", "model.cls_loss: 'qfl' is not one of focal, varifocal"),
     ("train.assigner=tal", "train.assigner: 'tal' is not one of iou, atss"),
     ("data.image_size=500", "multiple of 128"),
     ("data.sampling_power=1.5", "data.sampling_power: 1.5 is not in [0, 1]"),

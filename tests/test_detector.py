@@ -279,6 +279,21 @@ def test_group_norm_heads_saved_with_the_model(tmp_path):
         _model(head_norm="layer")
 
 
+def test_varifocal_class_loss_saved_with_the_model(tmp_path):
+    """`cls_loss="varifocal"` reaches every detection head and survives a save; models
+    saved before the setting existed load with focal loss."""
+    model = _model(cls_loss="varifocal")
+    assert {model.task_heads[name].cls_loss for name in ("a", "b")} == {"varifocal"}
+    path = tmp_path / "vfl.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert loaded.cls_loss == "varifocal"
+    assert loaded.task_heads["b"].cls_loss == "varifocal"
+    old = loaded.get_config()
+    del old["cls_loss"]
+    assert effdet_tf.MultiHeadDetector.from_config(old).task_heads["a"].cls_loss == "focal"
+
+
 def test_backbone_weights_file(tmp_path):
     source = tiny_backbone()
     path = str(tmp_path / "bb.weights.h5")
@@ -296,6 +311,7 @@ def test_backbone_weights_file(tmp_path):
     ({"heads": [{"name": "a", "num_classes": 1}, {"name": "a", "num_classes": 2}]}, "unique"),
     ({"head_loss_weights": {"zzz": 1.0}}, "unknown heads"),
     ({"box_loss": "l1"}, "box_loss"),
+    ({"cls_loss": "qfl"}, "cls_loss must be one of"),
     ({"image_size": 100}, "multiple of 128"),
 ])
 def test_config_errors(kwargs, match):

@@ -5,6 +5,7 @@ from keras import ops
 
 from effdet_tf import losses
 from effdet_tf.anchors import generate_anchors
+from effdet_tf.box_coder import decode_boxes
 from effdet_tf.detection_head import DetectionHead
 from effdet_tf.targets import encode_targets, match_anchors
 
@@ -44,8 +45,36 @@ def test_ciou_known_values():
     np.testing.assert_allclose(_np(losses.ciou_loss(a, b)), [0.0, 1.4], atol=1e-5)
 
 
-def _head_case(box_loss="huber"):
-    head = DetectionHead(num_classes=3, image_size=128, box_loss=box_loss, name="h")
+def _varifocal_reference(q, logit, alpha=0.75, gamma=2.0):
+    p = 1 / (1 + np.exp(-logit))
+    bce = -(q * np.log(p) + (1 - q) * np.log(1 - p))
+    return np.where(q > 0, q, alpha * p ** gamma) * bce
+
+
+def test_varifocal_known_values():
+    """Positives weigh their IoU target, negatives alpha * p**gamma (VarifocalNet)."""
+    np.testing.assert_allclose(_np(losses.varifocal_loss(np.zeros(1), np.zeros(1))),
+                               [0.75 * 0.5 ** 2 * np.log(2)], rtol=1e-6)
+    q = np.array([0.0, 0.0, 0.8, 0.3, 1.0], np.float32)
+    logits = np.array([2.0, -3.0, 1.0, -1.0, 0.0], np.float32)
+    np.testing.assert_allclose(_np(losses.varifocal_loss(q, logits)),
+                               _varifocal_reference(q, logits), rtol=1e-5)
+    # A positive's loss is least where its score equals its IoU target, not at score 1.
+    grid = np.linspace(-4, 4, 801, dtype=np.float32)
+    best = grid[np.argmin(_np(losses.varifocal_loss(np.full_like(grid, 0.7), grid)))]
+    assert abs(1 / (1 + np.exp(-best)) - 0.7) < 0.01
+    assert np.isfinite(_np(losses.varifocal_loss(np.zeros(2), np.array([100.0, -100.0])))).all()
+
+
+def test_paired_iou_known_values():
+    a = np.array([[0, 0, 2, 2], [0, 0, 2, 2], [0, 0, 2, 2]], np.float32)
+    b = np.array([[0, 0, 2, 2], [1, 0, 3, 2], [4, 0, 6, 2]], np.float32)
+    np.testing.assert_allclose(_np(losses.paired_iou(a, b)), [1.0, 1 / 3, 0.0], atol=1e-6)
+
+
+def _head_case(box_loss="huber", cls_loss="focal"):
+    head = DetectionHead(num_classes=3, image_size=128, box_loss=box_loss, cls_loss=cls_loss,
+                         name="h")
     num = head.anchors.shape[0]
     rng = np.random.default_rng(1)
     y_pred = {"class_logits": rng.normal(size=(2, num, 3)).astype(np.float32),
@@ -74,9 +103,37 @@ def test_head_loss_matches_reference():
     np.testing.assert_allclose(float(_np(parts["box_loss"])), box_ref, rtol=1e-4)
 
 
-@pytest.mark.parametrize("box_loss", ["huber", "ciou"])
-def test_head_loss_zero_when_masked(box_loss):
-    head, y_true, y_pred = _head_case(box_loss)
+def test_head_varifocal_loss_matches_reference():
+    """With `cls_loss="varifocal"`, a positive's class target is the IoU of its decoded
+    predicted box with its matched object; ignored anchors and other examples add nothing."""
+    head, y_true, y_pred = _head_case(cls_loss="varifocal")
+    mask = np.array([0.0, 1.0], np.float32)
+    parts = head.compute_loss(y_true, y_pred, mask, {})
+    anchors = generate_anchors(128)
+    match = match_anchors(anchors, y_true["boxes"], y_true["classes"])
+    targets = {k: _np(v) for k, v in encode_targets(anchors, match, 3).items()}
+    pred = _np(decode_boxes(y_pred["box_deltas"][1], anchors))
+    true = _np(match["matched_boxes"])[1]
+    inter = (np.clip(np.minimum(pred[:, 2:], true[:, 2:]) - np.maximum(pred[:, :2], true[:, :2]),
+                     0, None)).prod(axis=1)
+    areas = [np.clip(b[:, 2:] - b[:, :2], 0, None).prod(axis=1) for b in (pred, true)]
+    iou = inter / (areas[0] + areas[1] - inter + 1e-7)
+    positive = targets["positive"][1].astype(np.float32)
+    assert positive.sum() > 0
+    quality = targets["class_targets"][1] * (iou * positive)[:, None]
+    weight = 1.0 - targets["ignore"][1].astype(np.float32)
+    ref = (_varifocal_reference(quality, y_pred["class_logits"][1]) * weight[:, None]).sum()
+    norm = targets["num_positives"][1] + 1.0
+    np.testing.assert_allclose(float(_np(parts["cls_loss"])), ref / norm, rtol=1e-4)
+    focal = _head_case()[0].compute_loss(y_true, y_pred, mask, {})
+    assert abs(float(_np(focal["cls_loss"])) - ref / norm) > 1e-3  # not the focal loss
+    np.testing.assert_allclose(float(_np(parts["box_loss"])), float(_np(focal["box_loss"])))
+
+
+@pytest.mark.parametrize("box_loss, cls_loss", [("huber", "focal"), ("ciou", "focal"),
+                                                ("huber", "varifocal"), ("ciou", "varifocal")])
+def test_head_loss_zero_when_masked(box_loss, cls_loss):
+    head, y_true, y_pred = _head_case(box_loss, cls_loss)
     parts = head.compute_loss(y_true, y_pred, np.zeros(2, np.float32), {})
     assert float(_np(parts["cls_loss"])) == 0.0
     assert float(_np(parts["box_loss"])) == 0.0

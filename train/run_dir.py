@@ -189,4 +189,5 @@ def build_model(cfg: ExperimentConfig, classes: Dict[str, Dict[str, Any]], *,
         backbone_weights=cfg.model.backbone_weights if with_backbone_weights else None,
         fpn_channels=cfg.model.fpn_channels, fpn_cells=cfg.model.fpn_cells,
         head_layers=cfg.model.head_layers, head_loss_weights=cfg.model.head_loss_weights,
-        box_loss=cfg.model.box_loss, head_norm=cfg.model.head_norm)
+        box_loss=cfg.model.box_loss, head_norm=cfg.model.head_norm,
+        cls_loss=cfg.model.cls_loss)
