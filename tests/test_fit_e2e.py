@@ -1,4 +1,5 @@
-"""End to end on the embedded sample data: fit, evaluate, predict, resume after kill -9.
+"""End to end on the embedded sample data: fit, evaluate, predict (resume after kill -9:
+tests/test_fit_resume.py).
 
 The run is tiny (128 px, a few steps) so it proves the plumbing, not accuracy.
 """
@@ -7,35 +8,22 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 
-from data_pipelines.sample_data import ensure_sample_data
-from effdet_tf.config import config_from_dict, dump_config
+from effdet_tf.config import dump_config
 from tests.conftest import REPO_ROOT
+from tests.tiny_run import sample_data, tiny_config
 from train.callbacks import NanGuard
-
-TINY = ["data.image_size=128", "train.batch_size=4", "train.steps_per_epoch=2",
-        "train.epochs=2", "eval.batch_size=8", "train.optimizer=sgd",
-        "train.learning_rate=0.01"]
-
-
-def _config(data_dir, run_dir, extra=()):
-    datasets = [{"name": n, "root": os.path.join(data_dir, n)} for n in ("shapes", "signs")]
-    return config_from_dict({"name": "tiny", "data": {"datasets": datasets, "max_boxes": 16},
-                             "train": {"run_dir": str(run_dir)}}, TINY + list(extra))
 
 
 @pytest.fixture(name="sample", scope="module")
 def fixture_sample(tmp_path_factory):
     """Small sample datasets (16 train, 8 val, 8 test images per dataset)."""
-    out = tmp_path_factory.mktemp("sample")
-    return ensure_sample_data(str(out), seed=0, num_train=16, num_val=8, num_test=8)
+    return sample_data(tmp_path_factory)
 
 
 @pytest.fixture(name="finished_run", scope="module")
@@ -43,7 +31,7 @@ def fixture_finished_run(sample, tmp_path_factory):
     """One tiny two-head training run through the CLI."""
     root = tmp_path_factory.mktemp("runs")
     cfg_file = root / "tiny.yaml"
-    cfg_file.write_text(dump_config(_config(sample["root"], root / "run")), encoding="utf-8")
+    cfg_file.write_text(dump_config(tiny_config(sample["root"], root / "run")), encoding="utf-8")
     proc = subprocess.run([sys.executable, "-m", "train.fit", "--config", str(cfg_file),
                            "--quiet"], cwd=REPO_ROOT, capture_output=True, text=True,
                           timeout=1200, check=False)
@@ -155,35 +143,6 @@ def test_bn_check_reads_the_runs_own_validation_loss(finished_run, tmp_path):
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 
-@pytest.mark.slow
-def test_resume_after_kill(sample, tmp_path):
-    """kill -9 after the first epoch; the same command continues from the backup."""
-    cfg_file = tmp_path / "tiny.yaml"
-    cfg = _config(sample["root"], tmp_path / "run", ["train.epochs=3"])
-    cfg_file.write_text(dump_config(cfg), encoding="utf-8")
-    command = [sys.executable, "-m", "train.fit", "--config", str(cfg_file), "--quiet"]
-    meta = tmp_path / "run" / "backup" / "training_metadata.json"
-    with subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL, start_new_session=True) as proc:
-        deadline = time.time() + 900
-        while time.time() < deadline and proc.poll() is None:
-            if meta.is_file() and json.loads(meta.read_text(encoding="utf-8"))["epoch"] >= 1:
-                break
-            time.sleep(0.5)
-        assert proc.poll() is None, "training ended before it could be interrupted"
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    assert not (tmp_path / "run" / "model.keras").exists()
-    done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True,
-                          timeout=1200, check=False)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "(resuming)" in done.stdout
-    with open(tmp_path / "run" / "log.csv", encoding="utf-8") as stream:
-        epochs = [int(row["epoch"]) for row in csv.DictReader(stream)]
-    assert epochs[-1] == 2 and 0 in epochs and epochs.count(2) == 1
-    assert (tmp_path / "run" / "model.keras").is_file()
-
-
 def test_bad_test_image_is_found_before_training(sample, tmp_path):
     """A corrupt test-split image fails the run up front, and leaves no run folder behind
     that would refuse the corrected config."""
@@ -193,7 +152,7 @@ def test_bad_test_image_is_found_before_training(sample, tmp_path):
     victim = data / "signs" / "images" / "test_0003.jpg"
     victim.write_bytes(victim.read_bytes()[:200])
     cfg_file = tmp_path / "tiny.yaml"
-    cfg_file.write_text(dump_config(_config(str(data), tmp_path / "run")), encoding="utf-8")
+    cfg_file.write_text(dump_config(tiny_config(str(data), tmp_path / "run")), encoding="utf-8")
     proc = subprocess.run([sys.executable, "-m", "train.fit", "--config", str(cfg_file)],
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
                           check=False)
