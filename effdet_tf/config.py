@@ -224,6 +224,12 @@ class TrainConfig:  # pylint: disable=too-many-instance-attributes  # one field 
     default: IoU argmax, positive at IoU >= 0.5, every box also taking its best anchor,
     EfficientDet's rule) or "atss" (a threshold per box from its nearest anchors' IoUs,
     effdet_tf/atss.py); measured in docs/results.md.
+
+    `jit_compile`: null (the default) compiles the step with XLA under JAX, where Keras'
+    `false` would run it as plain Python (two orders of magnitude slower), and as a
+    TensorFlow graph without XLA under TensorFlow; true or false force it.
+    `mixed_precision`: bfloat16 compute under JAX (GPUs from Ampere on, TPUs), float16
+    with loss scaling under TensorFlow (T4s have no bfloat16); variables stay float32.
     """
 
     epochs: int = 30
@@ -239,7 +245,7 @@ class TrainConfig:  # pylint: disable=too-many-instance-attributes  # one field 
     loss_normalizer: str = "shared"
     assigner: str = "iou"
     mixed_precision: bool = False
-    jit_compile: bool = False
+    jit_compile: Optional[bool] = None
     augment: bool = True
     augment_on_device: bool = True
     patience: int = 0

@@ -199,3 +199,17 @@ def test_removed_keys_are_ignored_with_advice(capsys):
     assert cfg.eval.max_detections == 100
     err = capsys.readouterr().err
     assert "old.yaml: eval.split is ignored" in err and "eval.every_epochs is ignored" in err
+
+
+def test_jit_and_precision_follow_the_backend():
+    """Null jit_compile means XLA under JAX (un-jitted JAX is op by op), a TF graph under
+    TensorFlow; an explicit value wins. Mixed precision is bfloat16 under JAX only."""
+    from train.fit import jit_setting, precision_policy  # pylint: disable=import-outside-toplevel
+    cfg = config_from_dict(BASE)
+    assert cfg.train.jit_compile is None
+    assert jit_setting(cfg, "jax") is True
+    assert jit_setting(cfg, "tensorflow") is False
+    forced = config_from_dict({**BASE, "train": {"jit_compile": False}})
+    assert jit_setting(forced, "jax") is False
+    assert precision_policy("jax") == "mixed_bfloat16"
+    assert precision_policy("tensorflow") == "mixed_float16"

@@ -11,7 +11,7 @@ import json
 import os
 import shutil
 import time
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 from effdet_tf.cli import make_parser, run_cli
 from effdet_tf.config import ExperimentConfig, check_dataset_paths, dump_config, load_config
@@ -73,6 +73,23 @@ def _distribution(cfg: ExperimentConfig):
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(
             cfg.train, run_dir=f"{cfg.run_path}.worker{dist.worker_index}"))
     return dist, cfg
+
+
+def precision_policy(backend: str) -> str:
+    """The Keras dtype policy of `train.mixed_precision: true` under `backend`.
+
+    bfloat16 under JAX (no loss scaling; Ampere and later GPUs, TPUs), float16 with loss
+    scaling under TensorFlow, whose GPU users include T4s without bfloat16.
+    """
+    return "mixed_bfloat16" if backend == "jax" else "mixed_float16"
+
+
+def jit_setting(cfg: ExperimentConfig, backend: str) -> bool:
+    """Whether the training step is XLA-compiled: `train.jit_compile`, or when it is null,
+    yes under JAX (un-jitted JAX runs the step op by op) and no under TensorFlow."""
+    if cfg.train.jit_compile is not None:
+        return bool(cfg.train.jit_compile)
+    return backend == "jax"
 
 
 def prepare_data(cfg: ExperimentConfig) -> None:
@@ -181,6 +198,56 @@ def _finish(cfg: ExperimentConfig, detector: Any, classes: Dict[str, Any],
     return summary
 
 
+def build_trainer(cfg: ExperimentConfig, dist: Any, classes: Dict[str, Any],
+                  steps: int) -> Tuple[Any, Any, Any, bool]:
+    """The compiled training model of a config, as `train.fit` trains it.
+
+    Sets the mixed-precision policy, builds the detector (backbone weights loaded) and
+    its `DetectorTrainer` in the strategy's scope, compiles it with the optimiser and
+    schedule for `steps` steps per epoch, and builds the optimizer's variables.
+
+    Args:
+        cfg: the experiment config.
+        dist: the `train.strategy.Distribution` of the run.
+        classes: the class table (`train.data.class_table`).
+        steps: training steps per epoch.
+
+    Returns:
+        `(trainer, detector, augmenter, on_device)`: the augmenter (None when off) runs
+        inside the train step when `on_device` (TensorFlow), else in tf.data.
+    """
+    # pylint: disable=import-outside-toplevel  # heavy imports after arg checks
+    import keras
+
+    from train import data as data_lib
+    from train.precise_bn import trainable_batchnorms
+    from train.run_dir import build_model
+    from train.trainer import DetectorTrainer
+
+    backend = keras.backend.backend()
+    if cfg.train.mixed_precision:
+        keras.mixed_precision.set_global_policy(precision_policy(backend))
+    on_device = backend == "tensorflow" and cfg.train.augment_on_device
+    size = cfg.data.image_size
+    with dist.scope():  # every variable (model, optimizer, metrics) is made per replica
+        augmenter = data_lib.make_augmenter(cfg)
+        detector = build_model(cfg, classes, with_backbone_weights=True)
+        for layer in trainable_batchnorms(detector):
+            layer.momentum = cfg.train.bn_momentum
+        detector.loss_normalizer = cfg.train.loss_normalizer
+        detector.anchor_assigner = cfg.train.assigner
+        dist.attach(detector)  # per-head normalisers summed over replicas
+        trainer = DetectorTrainer(
+            detector, augmenter=dist.seeded(augmenter) if on_device else None,
+            seed=cfg.train.seed)
+        trainer.compile(optimizer=_optimizer(cfg, steps * cfg.train.epochs, steps),
+                        jit_compile=jit_setting(cfg, backend))
+        trainer(keras.ops.zeros((1, size, size, 3)))
+        # Optimizer variables made before fit: TF then traces the train step once, not twice.
+        trainer.optimizer.build(trainer.trainable_variables)
+    return trainer, detector, augmenter, on_device
+
+
 def run_training(cfg: ExperimentConfig, *, overwrite: bool = False, evaluate: bool = True,
                  verbose: int = 1) -> Dict[str, Any]:
     """Trains a config end to end and evaluates every head on its test split.
@@ -204,9 +271,7 @@ def run_training(cfg: ExperimentConfig, *, overwrite: bool = False, evaluate: bo
 
     from train import data as data_lib
     from train import callbacks as cbs
-    from train.precise_bn import trainable_batchnorms
-    from train.run_dir import build_model, prepare_run_dir, write_classes
-    from train.trainer import DetectorTrainer
+    from train.run_dir import prepare_run_dir, write_classes
 
     run, resuming = prepare_run_dir(cfg, overwrite=overwrite)
     print(f"run folder: {run}{' (resuming)' if resuming else ''}")
@@ -226,29 +291,10 @@ def run_training(cfg: ExperimentConfig, *, overwrite: bool = False, evaluate: bo
           f"{', the default for these heads' if cfg.train.learning_rate is None else ''})")
     print(f"image mixing: {mixing_schedule(cfg)}")
     keras.utils.set_random_seed(cfg.train.seed)
-    if cfg.train.mixed_precision:
-        keras.mixed_precision.set_global_policy("mixed_float16")
     classes = data_lib.class_table(cfg)
     write_classes(run, classes)
-    on_device = keras.backend.backend() == "tensorflow" and cfg.train.augment_on_device
     steps = data_lib.steps_per_epoch(cfg)
-    size = cfg.data.image_size
-    with dist.scope():  # every variable (model, optimizer, metrics) is made per replica
-        augmenter = data_lib.make_augmenter(cfg)
-        detector = build_model(cfg, classes, with_backbone_weights=True)
-        for layer in trainable_batchnorms(detector):
-            layer.momentum = cfg.train.bn_momentum
-        detector.loss_normalizer = cfg.train.loss_normalizer
-        detector.anchor_assigner = cfg.train.assigner
-        dist.attach(detector)  # per-head normalisers summed over replicas
-        trainer = DetectorTrainer(
-            detector, augmenter=dist.seeded(augmenter) if on_device else None,
-            seed=cfg.train.seed)
-        trainer.compile(optimizer=_optimizer(cfg, steps * cfg.train.epochs, steps),
-                        jit_compile=cfg.train.jit_compile)
-        trainer(keras.ops.zeros((1, size, size, 3)))
-        # Optimizer variables made before fit: TF then traces the train step once, not twice.
-        trainer.optimizer.build(trainer.trainable_variables)
+    trainer, detector, augmenter, on_device = build_trainer(cfg, dist, classes, steps)
     callbacks, ckpt, guard, speed = _callbacks(cfg, run, detector, steps, resuming,
                                                 verbose)
     # One dataset of clean training images (its sources read and probed once) serves the
