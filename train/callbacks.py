@@ -1,10 +1,18 @@
-"""Training callbacks: best/last checkpoints of the detector, and a NaN/Inf guard."""
+"""Training callbacks: best/last checkpoints of the detector, and a NaN/Inf guard.
+
+Every callback `train.fit` passes is async-safe (`async_safe = True`): under JAX, Keras
+then dispatches the next training steps while a worker thread runs the batch-end
+callbacks, instead of waiting for every step's loss before starting the next one (one
+callback that is not async-safe makes Keras wait after every step; see
+`fit_callbacks_are_async_safe`).
+"""
 import csv
 import math
 import os
 import statistics
+import threading
 import time
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 import keras
 
@@ -82,6 +90,10 @@ class DetectorCheckpoint(keras.callbacks.Callback):
 class NanGuard(keras.callbacks.Callback):
     """Stops training at the first non-finite loss and says at which step.
 
+    Async-safe: under JAX it checks each step's losses in a worker thread while the
+    next steps run, so training stops a step or two after the bad one; the message
+    names the first bad step.
+
     Args:
         steps_per_epoch: steps in one epoch (to report a global step number).
         last_good: path of the last good checkpoint, reported in the message.
@@ -93,6 +105,10 @@ class NanGuard(keras.callbacks.Callback):
         self.last_good = last_good
         self.epoch = 0
         self.failure: Optional[str] = None
+        self._failed_step = 0
+        self._lock = threading.Lock()
+
+    async_safe = True
 
     def on_epoch_begin(self, epoch, logs=None):
         """Remembers the epoch number."""
@@ -103,46 +119,109 @@ class NanGuard(keras.callbacks.Callback):
         logs = logs or {}
         bad = {k: v for k, v in logs.items()
                if k.endswith("loss") and not math.isfinite(float(v))}
-        if bad:
-            step = self.epoch * self.steps_per_epoch + batch + 1
+        if not bad:
+            return
+        step = self.epoch * self.steps_per_epoch + batch + 1
+        with self._lock:  # worker threads may report two bad steps out of order
+            if self.failure is not None and self._failed_step <= step:
+                return
             kept = self.last_good if os.path.exists(self.last_good) else "none yet"
+            self._failed_step = step
             self.failure = (f"non-finite loss at step {step} (epoch {self.epoch + 1}, batch "
                             f"{batch + 1}): {bad}; last good checkpoint kept: {kept}")
-            self.model.stop_training = True
+        self.model.stop_training = True
 
 
 class Throughput(keras.callbacks.Callback):
-    """Measures training speed from step times, leaving out the first (compiling) steps.
+    """Training speed from the times steps finish, leaving out the first (compiling) steps.
+
+    Each epoch's rate is `batch_size * (n - 1) / (last - first)` over the finish times of
+    its timed steps, so it holds whether Keras waits for every step (TensorFlow) or
+    overlaps them (JAX, async callbacks: the finish times are then spaced by the real
+    step time, input pipeline included). Validation between epochs is not counted.
 
     Args:
         batch_size: global batch size.
         skip: steps ignored at the start of each `fit` call (graph tracing, warm-up).
     """
 
+    async_safe = True
+
     def __init__(self, batch_size: int, skip: int = 2):
         super().__init__()
         self.batch_size = batch_size
         self.skip = skip
-        self.step_seconds: list = []
+        self.epoch_rates: list = []
         self._seen = 0
-        self._start = 0.0
+        self._finished: list = []
+        self._lock = threading.Lock()
 
-    def on_train_batch_begin(self, batch, logs=None):
-        """Starts the step clock."""
-        self._start = time.perf_counter()
+    def on_epoch_begin(self, epoch, logs=None):
+        """Starts the epoch's list of step finish times."""
+        self._finished = []
 
     def on_train_batch_end(self, batch, logs=None):
-        """Records the step time once past the warm-up steps."""
-        self._seen += 1
-        if self._seen > self.skip:
-            self.step_seconds.append(time.perf_counter() - self._start)
+        """Records when the step finished, once past the warm-up steps."""
+        now = time.perf_counter()
+        with self._lock:
+            self._seen += 1
+            if self._seen > self.skip:
+                self._finished.append(now)
+
+    def on_epoch_end(self, epoch, logs=None):
+        """Adds the epoch's rate (needs two timed steps)."""
+        if len(self._finished) >= 2:
+            span = max(self._finished) - min(self._finished)
+            if span > 0:
+                self.epoch_rates.append(self.batch_size * (len(self._finished) - 1) / span)
+        self._finished = []
 
     @property
     def images_per_second(self) -> float:
-        """Median-step throughput in images per second (0 before any timed step)."""
-        if not self.step_seconds:
+        """Median over epochs of the training throughput (0 before any timed epoch)."""
+        if not self.epoch_rates:
             return 0.0
-        return self.batch_size / statistics.median(self.step_seconds)
+        return statistics.median(self.epoch_rates)
+
+
+class EpochTensorBoard(keras.callbacks.TensorBoard):
+    """Keras' TensorBoard logger, written once per epoch, marked async-safe.
+
+    Keras' own class has a batch-end hook, which makes Keras wait after every training
+    step under JAX; with `update_freq="epoch"` and no profiling it writes nothing, so
+    it is skipped.
+    """
+
+    async_safe = True
+
+    def on_train_batch_end(self, batch, logs=None):
+        """Nothing per batch (epoch-level logging)."""
+
+
+class EpochBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """Keras' BackupAndRestore saving once per epoch, marked async-safe (see
+    `EpochTensorBoard`: its per-batch hook only counts batches for `save_freq` steps)."""
+
+    async_safe = True
+
+    def on_train_batch_end(self, batch, logs=None):
+        """Nothing per batch (the backup is written at each epoch's end)."""
+
+
+def fit_callbacks_are_async_safe(callbacks: Sequence[keras.callbacks.Callback]) -> bool:
+    """Whether Keras may overlap training steps with these callbacks (its own rule).
+
+    A callback blocks the overlap when it overrides a per-batch end hook and does not
+    declare `async_safe = True`.
+    """
+    base = keras.callbacks.Callback
+    for callback in callbacks:
+        if getattr(callback, "async_safe", False):
+            continue
+        for hook in ("on_batch_end", "on_train_batch_end", "on_test_batch_end"):
+            if getattr(type(callback), hook) is not getattr(base, hook):
+                return False
+    return True
 
 
 class LearningRateLogger(keras.callbacks.Callback):

@@ -93,10 +93,13 @@ def detections(model: Any, images: Any, head: str, cfg: ExperimentConfig) -> Dic
     if isinstance(model, ExportRunner):
         out = model.outputs(images, head)
     else:
-        from effdet_tf import nms_tf  # pylint: disable=import-outside-toplevel  # TF-only module
-        out = nms_tf.detect(model, images, score_threshold=cfg.eval.score_threshold,
-                            iou_threshold=cfg.eval.iou_threshold,
-                            max_detections=cfg.eval.max_detections)[head]
+        # pylint: disable=import-outside-toplevel  # TF-only module; Keras when needed
+        from effdet_tf import nms_tf
+        from train.compiled_call import inference
+        out = nms_tf.postprocess(model, inference(model)(images),
+                                 score_threshold=cfg.eval.score_threshold,
+                                 iou_threshold=cfg.eval.iou_threshold,
+                                 max_detections=cfg.eval.max_detections)[head]
     return {key: np.asarray(out[key]) for key in keys}
 
 
@@ -104,7 +107,8 @@ def probabilities(model: Any, images: Any, head: str) -> np.ndarray:
     """An image-level head's class or tag probabilities `[B, C]` float32."""
     if isinstance(model, ExportRunner):
         return np.asarray(model.outputs(images, head)["probabilities"], np.float32)
-    out = model.task_heads[head].postprocess(model(images, training=False)[head])
+    from train.compiled_call import inference  # pylint: disable=import-outside-toplevel  # Keras
+    out = model.task_heads[head].postprocess(inference(model)(images)[head])
     return np.asarray(out["probabilities"], np.float32)
 
 

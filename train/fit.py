@@ -132,14 +132,14 @@ def _callbacks(cfg: ExperimentConfig, run: str, detector: Any, steps: int, resum
         cbs.HeadSumValLoss(detector.head_loss_weights), speed, guard,
         cbs.LearningRateLogger(), ckpt,
         keras.callbacks.CSVLogger(os.path.join(run, "log.csv"), append=resuming),
-        keras.callbacks.TensorBoard(os.path.join(run, "tensorboard"), write_graph=False),
+        cbs.EpochTensorBoard(os.path.join(run, "tensorboard"), write_graph=False),
     ]
     if verbose:
         callbacks.append(EpochProgress(cfg.train.epochs, steps, tuple(cfg.head_names),
                                        bar=verbose == 1))
     if cfg.train.patience > 0:
         callbacks.append(keras.callbacks.EarlyStopping(patience=cfg.train.patience))
-    callbacks.append(keras.callbacks.BackupAndRestore(
+    callbacks.append(cbs.EpochBackupAndRestore(
         os.path.join(run, BACKUP_DIR), double_checkpoint=True, delete_checkpoint=False))
     return callbacks, ckpt, guard, speed
 

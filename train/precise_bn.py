@@ -7,12 +7,13 @@ training batches fixes that at the cost of a few forward passes (Wu and Johnson,
 "Rethinking 'Batch' in BatchNorm", 2021). Frozen BN layers (a frozen backbone) are left
 untouched.
 """
-import weakref
 from typing import Iterable, List
 
 import keras
 import numpy as np
 from tqdm import tqdm
+
+from train.compiled_call import statistics_pass
 
 
 def trainable_batchnorms(model: keras.Model) -> List[keras.layers.BatchNormalization]:
@@ -20,28 +21,6 @@ def trainable_batchnorms(model: keras.Model) -> List[keras.layers.BatchNormaliza
     # pylint: disable=protected-access  # Keras has no public recursive layer iterator
     return [layer for layer in model._flatten_layers(include_self=False)
             if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable]
-
-
-# model -> its traced statistics pass, so refreshing BN every epoch traces only once.
-_STATS_PASSES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
-def _stats_pass(model: keras.Model):
-    """`images -> None`: one training-mode forward pass (traced once under TensorFlow).
-
-    The BN momentum is read when the pass is traced, so it must be 0 by then.
-    """
-    if model in _STATS_PASSES:
-        return _STATS_PASSES[model]
-
-    def forward(images):
-        model(images, training=True)
-
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf  # pylint: disable=import-outside-toplevel  # TF backend only
-        forward = tf.function(forward, reduce_retracing=True)
-    _STATS_PASSES[model] = forward
-    return forward
 
 
 def recalibrate_batchnorm(model: keras.Model, images: Iterable, *, steps: int,
@@ -68,7 +47,7 @@ def recalibrate_batchnorm(model: keras.Model, images: Iterable, *, steps: int,
     saved = [(layer.momentum, layer.moving_mean.numpy(), layer.moving_variance.numpy())
              for layer in layers]
     sums = [[np.zeros_like(mean), np.zeros_like(variance)] for _, mean, variance in saved]
-    forward = _stats_pass(model)
+    forward = statistics_pass(model)  # traced once per model (momentum 0 from here)
     used = 0
     try:
         for layer in layers:

@@ -8,6 +8,7 @@ epoch's wall time. The bar is drawn only on a terminal; in a log file only the
 epoch lines appear.
 """
 import sys
+import threading
 import time
 from typing import Dict, Optional
 
@@ -72,6 +73,10 @@ class EpochProgress(keras.callbacks.Callback):
         self._epoch = 0
         self._epoch_start = 0.0
         self._compiled = False
+        self._lock = threading.Lock()
+
+    # Under JAX the batch-end hook runs in Keras' worker threads (steps overlap).
+    async_safe = True
 
     def _say(self, text: str) -> None:
         if self._bar is not None:
@@ -88,6 +93,10 @@ class EpochProgress(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         """Advances the bar; the bar (and its clock) starts after the first step."""
+        with self._lock:
+            self._advance(batch, logs)
+
+    def _advance(self, batch, logs):
         if not self._compiled:
             self._compiled = True
             self._say(f"compiled in {time.perf_counter() - self._epoch_start:.0f} s; training")
