@@ -3,8 +3,8 @@
 Every callback `train.fit` passes is async-safe (`async_safe = True`): under JAX, Keras
 then dispatches the next training steps while a worker thread runs the batch-end
 callbacks, instead of waiting for every step's loss before starting the next one (one
-callback that is not async-safe makes Keras wait after every step; see
-`fit_callbacks_are_async_safe`).
+callback that is not async-safe makes Keras wait after every step;
+`tests/test_throughput.py` checks the list `train.fit` passes).
 """
 import csv
 import math
@@ -12,7 +12,7 @@ import os
 import statistics
 import threading
 import time
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional
 
 import keras
 
@@ -206,22 +206,6 @@ class EpochBackupAndRestore(keras.callbacks.BackupAndRestore):
 
     def on_train_batch_end(self, batch, logs=None):
         """Nothing per batch (the backup is written at each epoch's end)."""
-
-
-def fit_callbacks_are_async_safe(callbacks: Sequence[keras.callbacks.Callback]) -> bool:
-    """Whether Keras may overlap training steps with these callbacks (its own rule).
-
-    A callback blocks the overlap when it overrides a per-batch end hook and does not
-    declare `async_safe = True`.
-    """
-    base = keras.callbacks.Callback
-    for callback in callbacks:
-        if getattr(callback, "async_safe", False):
-            continue
-        for hook in ("on_batch_end", "on_train_batch_end", "on_test_batch_end"):
-            if getattr(type(callback), hook) is not getattr(base, hook):
-                return False
-    return True
 
 
 class LearningRateLogger(keras.callbacks.Callback):
