@@ -228,6 +228,14 @@ class TrainConfig:  # pylint: disable=too-many-instance-attributes  # one field 
     `jit_compile`: null (the default) compiles the step with XLA under JAX, where Keras'
     `false` would run it as plain Python (two orders of magnitude slower), and as a
     TensorFlow graph without XLA under TensorFlow; true or false force it.
+    `save_interval_s`: the resume backup (weights and optimizer state, `backup/`) and
+    `checkpoints/last.weights.h5` are written at the end of an epoch when this many
+    seconds have passed since they were last written, and after the last epoch; 0
+    writes them every epoch. An interrupted run resumes from the backup and loses at
+    most this much training (`best.weights.h5` is written whenever the validation loss
+    improves, whatever the interval). 60 s keeps every epoch of a CPU run and spares a
+    GPU run, whose epochs take seconds, writing about 7 x the weights' size per epoch
+    (the last weights, the backup with its optimizer moments, and the previous backup).
     `mixed_precision`: bfloat16 compute under JAX (GPUs from Ampere on, TPUs), float16
     with loss scaling under TensorFlow (T4s have no bfloat16); variables stay float32.
     """
@@ -252,6 +260,7 @@ class TrainConfig:  # pylint: disable=too-many-instance-attributes  # one field 
     precise_bn_steps: int = 32
     refresh_bn_steps: int = 8
     bn_momentum: float = 0.99
+    save_interval_s: float = 60.0
     seed: int = 0
     run_dir: str = "runs/{name}"
     strategy: str = "default"

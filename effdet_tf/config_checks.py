@@ -93,7 +93,8 @@ def check_config(cfg: "ExperimentConfig") -> None:
             raise ConfigError(f"train.{key}: must be > 0")
     if not 0.0 <= cfg.train.bn_momentum < 1.0:
         raise ConfigError(f"train.bn_momentum: {cfg.train.bn_momentum} must be in [0, 1)")
-    for key in ("augment.close_mosaic", "train.precise_bn_steps", "train.refresh_bn_steps"):
+    for key in ("augment.close_mosaic", "train.precise_bn_steps", "train.refresh_bn_steps",
+                "train.save_interval_s"):
         section, field = key.split(".")
         value = getattr(getattr(cfg, section), field)
         if value is not None and value < 0:

@@ -1,4 +1,5 @@
 """Training speed: async-safe fit callbacks, the step-finish clock, the throughput command."""
+import json
 import types
 
 import keras
@@ -6,11 +7,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from effdet_tf.config import config_from_dict
+from effdet_tf.config import config_from_dict, dump_config
 from train import callbacks as cbs
 from train import throughput
 from train.fit import _callbacks  # pylint: disable=protected-access  # the list fit uses
 from train.progress import EpochProgress
+from tests.tiny_run import sample_data, tiny_config
 
 
 def _async_safe(callbacks):
@@ -104,3 +106,22 @@ def test_throughput_cli_names_an_unknown_head(tmp_path, capsys):
         throughput.main(["--config", str(config), "--single", "b"])
     err = capsys.readouterr().err
     assert "--single b: no such head" in err and "heads: a" in err
+
+
+def test_throughput_between_epoch_rows(tmp_path_factory, tmp_path):
+    """`--no-train` times every piece of work between epochs, checkpoint writes included,
+    and leaves no checkpoint files behind."""
+    sample = sample_data(tmp_path_factory)
+    config = tmp_path / "tiny.yaml"
+    config.write_text(dump_config(tiny_config(sample["root"], tmp_path / "run")),
+                      encoding="utf-8")
+    out = tmp_path / "rows.json"
+    assert throughput.main(["--config", str(config), "--no-train", "--out", str(out)]) == 0
+    rows = json.loads(out.read_text(encoding="utf-8"))["variants"]["all heads: shapes, signs"]
+    timed = ["BN refresh", "validation pass", "weights write (last or best)",
+             "resume backup write (weights + optimizer, previous kept)",
+             "test-split detections (first head)"]
+    assert [name for name in rows if name in timed] == timed
+    assert all(rows[name]["seconds"] > 0 for name in timed)
+    assert rows["model"]["train_gflops_per_image"] > 0
+    assert not list(tmp_path.glob("**/*.weights.h5"))

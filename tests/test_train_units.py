@@ -107,6 +107,10 @@ def test_summarise_verdict(tmp_path):
                        ["a", "b"])
     assert better["a"]["verdict"] == "two-head better" and better["a"]["matches"]
     assert better["b"]["verdict"] == "matches (within noise)"
+    assert "(CPU, batch 1)" in text  # summaries from before the device was recorded
+    on_gpu = {k: [dict(r, forward_device="NVIDIA H200") for r in v] for k, v in results.items()}
+    assert "(NVIDIA H200, batch 1)" in markdown(summarise(on_gpu, ["a", "b"]), _cfg(tmp_path),
+                                                 [0])
 
 
 def test_close_mosaic_switches_mixing_for_the_last_epochs():

@@ -32,25 +32,68 @@ def atomic_save_weights(model: keras.Model, path: str) -> None:
     os.replace(tmp, path)
 
 
+class SaveSchedule:
+    """When the per-epoch saves (resume backup, last weights) are due.
+
+    Due at the end of an epoch when `interval_s` seconds have passed since the last
+    save (since the schedule was made, for the first), and at the end of the last
+    epoch. One answer per epoch, whichever callback asks first, so the backup and the
+    last weights are written at the same epochs.
+
+    Args:
+        interval_s: seconds between saves (0: every epoch).
+        epochs: the run's number of epochs.
+        clock: seconds now (a test passes its own).
+    """
+
+    def __init__(self, interval_s: float, epochs: int, clock=time.monotonic):
+        self.interval_s = interval_s
+        self.epochs = epochs
+        self.clock = clock
+        self._last = clock()
+        self._answers: dict = {}
+
+    def due(self, epoch: int) -> bool:
+        """Whether the saves are due at the end of `epoch` (0-based)."""
+        if epoch not in self._answers:
+            now = self.clock()
+            due = epoch + 1 >= self.epochs or now - self._last >= self.interval_s
+            if due:
+                self._last = now
+            self._answers = {epoch: due}
+        return self._answers[epoch]
+
+
+def _finite_losses(logs: Mapping[str, Any]) -> bool:
+    return all(math.isfinite(float(v)) for k, v in logs.items() if k.endswith("loss"))
+
+
 class DetectorCheckpoint(keras.callbacks.Callback):
-    """Writes `last.weights.h5` every epoch and `best.weights.h5` when `monitor` improves.
+    """Writes `last.weights.h5` when `schedule` says and `best.weights.h5` when `monitor`
+    improves.
 
     Only the detector's weights are written (what predict and export need); the
-    optimizer state for resuming lives in the BackupAndRestore folder.
+    optimizer state for resuming lives in the BackupAndRestore folder. An epoch with a
+    non-finite loss overwrites neither (the NaN guard names the last good file); when
+    training ends after an epoch the schedule skipped, `last` is written then.
 
     Args:
         detector: the detector inside the trainer.
         folder: checkpoint folder.
         monitor: log key to minimise (falls back to `loss` when absent).
+        schedule: when the last weights are written (None: every epoch).
     """
 
-    def __init__(self, detector: keras.Model, folder: str, monitor: str = "val_loss"):
+    def __init__(self, detector: keras.Model, folder: str, monitor: str = "val_loss",
+                 schedule: Optional[SaveSchedule] = None):
         super().__init__()
         self.detector = detector
         self.folder = folder
         self.monitor = monitor
+        self.schedule = schedule
         self.best = math.inf
         self.best_epoch: Optional[int] = None
+        self._pending: Optional[int] = None  # a finished, finite epoch not yet saved as last
 
     @property
     def last_path(self) -> str:
@@ -76,10 +119,23 @@ class DetectorCheckpoint(keras.callbacks.Callback):
                 except (TypeError, ValueError, KeyError):
                     continue
 
+    def on_train_end(self, logs=None):
+        """Saves last when training stopped early (e.g. EarlyStopping) after an epoch
+        the schedule skipped, so `last` is the last epoch's weights."""
+        if self._pending is not None:
+            atomic_save_weights(self.detector, self.last_path)
+            self._pending = None
+
     def on_epoch_end(self, epoch, logs=None):
-        """Saves last, and best when the monitored value improved."""
+        """Saves last when due, and best when the monitored value improved."""
         logs = logs or {}
-        atomic_save_weights(self.detector, self.last_path)
+        self._pending = None
+        if not _finite_losses(logs):
+            return
+        if self.schedule is None or self.schedule.due(epoch):
+            atomic_save_weights(self.detector, self.last_path)
+        else:
+            self._pending = epoch
         value = logs.get(self.monitor, logs.get("loss"))
         if value is not None and math.isfinite(float(value)) and float(value) < self.best:
             self.best = float(value)
@@ -199,13 +255,31 @@ class EpochTensorBoard(keras.callbacks.TensorBoard):
 
 
 class EpochBackupAndRestore(keras.callbacks.BackupAndRestore):
-    """Keras' BackupAndRestore saving once per epoch, marked async-safe (see
-    `EpochTensorBoard`: its per-batch hook only counts batches for `save_freq` steps)."""
+    """Keras' BackupAndRestore saving at the end of the epochs `schedule` names (None:
+    every epoch), marked async-safe (see `EpochTensorBoard`: its per-batch hook only
+    counts batches for `save_freq` steps).
+
+    Args:
+        backup_dir: the backup folder.
+        schedule: when the backup is written (None: every epoch).
+        **kwargs: Keras' BackupAndRestore arguments.
+    """
 
     async_safe = True
 
+    def __init__(self, backup_dir: str, schedule: Optional[SaveSchedule] = None, **kwargs):
+        super().__init__(backup_dir, **kwargs)
+        self.schedule = schedule
+
     def on_train_batch_end(self, batch, logs=None):
-        """Nothing per batch (the backup is written at each epoch's end)."""
+        """Nothing per batch (the backup is written at epochs' ends)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        """Saves the backup when due (never the weights of an epoch with a non-finite loss)."""
+        if not _finite_losses(logs or {}):
+            return
+        if self.schedule is None or self.schedule.due(epoch):
+            super().on_epoch_end(epoch, logs)
 
 
 class LearningRateLogger(keras.callbacks.Callback):

@@ -60,6 +60,7 @@ def train_or_reuse(cfg: ExperimentConfig, verbose: int) -> Dict[str, Any]:
     """Trains a variant, or reads its summary when it already finished."""
     from train.fit import run_training  # pylint: disable=import-outside-toplevel  # heavy
     from train.run_dir import load_run  # pylint: disable=import-outside-toplevel  # heavy
+    from train.throughput import device_name  # pylint: disable=import-outside-toplevel  # heavy
 
     summary_file = os.path.join(cfg.run_path, "summary.json")
     if os.path.isfile(summary_file):
@@ -72,6 +73,7 @@ def train_or_reuse(cfg: ExperimentConfig, verbose: int) -> Dict[str, Any]:
         _, detector, _ = load_run(cfg.run_path, weights="final")
         summary["params"] = int(detector.count_params())
         summary["forward_ms"] = round(forward_ms(detector, cfg.data.image_size), 1)
+        summary["forward_device"] = device_name()
         with open(summary_file, "w", encoding="utf-8") as stream:
             json.dump(summary, stream, indent=1)
     return summary
@@ -92,6 +94,7 @@ def summarise(results: Dict[str, List[Dict[str, Any]]], heads: Sequence[str]) ->
                 row[f"{kind}_{key}"] = _stats([r["metrics"][head][key] for r in runs])
             row[f"{kind}_params"] = runs[0]["params"]
             row[f"{kind}_ms"] = float(np.median([r["forward_ms"] for r in runs]))
+        row["device"] = results["two_head"][0].get("forward_device", "CPU")
         diff = row["two_head_AP"]["mean"] - row["single_AP"]["mean"]
         seeds = len(results[head])
         if seeds > 1:
@@ -116,12 +119,13 @@ def markdown(table: Dict[str, Any], cfg: ExperimentConfig, seeds: Sequence[int])
     def fmt(stat):
         return f"{stat['mean']:.3f}" + (f" ± {stat['std']:.3f}" if len(seeds) > 1 else "")
 
+    device = next(iter(table.values()))["device"] if table else "CPU"
     lines = [f"Test-split COCO metrics, {cfg.train.epochs} epochs at {cfg.data.image_size} px, "
              f"seeds {list(seeds)}, backbone weights: "
              f"{cfg.model.backbone_weights or 'random init'}.", "",
              "| dataset | single-head AP | two-head AP | diff AP | single-head AP50 | "
              "two-head AP50 | diff AP50 | params single / two-head | ms single / two-head "
-             "(CPU, batch 1) | two-head vs single-head |",
+             f"({device}, batch 1) | two-head vs single-head |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for head, row in table.items():
         lines.append(

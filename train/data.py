@@ -14,7 +14,7 @@ from data_pipelines.sources import Source, labelled_images, open_source, source_
 from effdet_tf.config import DatasetConfig, ExperimentConfig
 from effdet_tf.names import IMAGE_LEVEL_KINDS
 from effdet_tf.errors import DataError
-from effdet_tf.batch_schema import split_batch
+from effdet_tf.batch_schema import HEAD_MASK, split_batch
 
 
 def class_table(cfg: ExperimentConfig) -> Dict[str, Dict[str, List[Any]]]:
@@ -222,9 +222,37 @@ def eval_dataset(cfg: ExperimentConfig, dataset_id: int,
         routes=cfg.routes, label_heads=label_heads(cfg))
 
 
+def fill_batch(images: tf.Tensor, targets: Dict[str, tf.Tensor],
+               batch_size: int) -> Tuple[tf.Tensor, Dict[str, tf.Tensor]]:
+    """Fills a smaller batch up to `batch_size` rows that no head reads.
+
+    The added rows repeat the batch's first example with a zero `head_mask` row: every
+    head's loss and positive count, and each head's running mean, leave them out, so
+    the validation loss is the same, and every validation batch has one shape (under
+    JAX a new shape compiles the evaluation step again, tens of seconds on a GPU).
+
+    Args:
+        images: `[n, H, W, 3]`, `n <= batch_size`.
+        targets: the batch's targets, `head_mask` among them.
+        batch_size: rows wanted.
+
+    Returns:
+        `(images, targets)` of `batch_size` rows.
+    """
+    count = tf.shape(images)[0]
+    index = tf.concat([tf.range(count), tf.zeros([batch_size - count], tf.int32)], axis=0)
+    real = tf.cast(tf.range(batch_size) < count, tf.float32)
+    targets = {key: tf.gather(value, index) for key, value in targets.items()}
+    targets[HEAD_MASK] = targets[HEAD_MASK] * real[:, None]
+    return tf.gather(images, index), targets
+
+
 def make_val_dataset(cfg: ExperimentConfig, split: str = "val") -> tf.data.Dataset:
-    """Every dataset's split once, as `(images, targets)` pairs for the validation loss."""
-    parts = [eval_dataset(cfg, i, split)[0].map(split_batch)
+    """Every dataset's split once, as `(images, targets)` pairs for the validation loss,
+    each batch `eval.batch_size` rows (a split's last batch filled, see `fill_batch`)."""
+    size = cfg.eval.batch_size
+    parts = [eval_dataset(cfg, i, split)[0].map(split_batch).map(
+        lambda images, targets: fill_batch(images, targets, size))
              for i in range(len(cfg.data.datasets))]
     joined = parts[0]
     for part in parts[1:]:

@@ -1,4 +1,5 @@
 """Run folders: create, resume or refuse; load a finished run for evaluation and export."""
+import csv
 import json
 import os
 import shutil
@@ -80,6 +81,41 @@ def prepare_run_dir(cfg: ExperimentConfig, *, overwrite: bool = False) -> Tuple[
         if dataset.exclude:  # the list as trained on, should the file change later
             shutil.copyfile(dataset.exclude, os.path.join(run, f"exclude_{dataset.name}.txt"))
     return run, False
+
+
+def backup_epochs(backup_dir: str) -> int:
+    """Epochs a run's resume backup holds (0 when there is none yet).
+
+    Keras' BackupAndRestore records them in `training_metadata.json` after the weights
+    (its previous copy, which it falls back to, holds the same count until then).
+    """
+    meta = os.path.join(backup_dir, "training_metadata.json")
+    if not os.path.isfile(meta):
+        return 0
+    with open(meta, encoding="utf-8") as stream:
+        return int(json.load(stream).get("epoch", 0))
+
+
+def keep_log_rows(csv_path: str, epochs: int) -> None:
+    """Keeps the rows of the first `epochs` epochs of a training log (`log.csv`).
+
+    A resumed run trains again the epochs after its backup; their rows from the
+    interrupted run go, so every epoch is logged once. The file is replaced whole.
+    """
+    if not os.path.isfile(csv_path):
+        return
+    with open(csv_path, encoding="utf-8", newline="") as stream:
+        rows = list(csv.reader(stream))
+    if not rows:
+        return
+    column = rows[0].index("epoch") if "epoch" in rows[0] else 0
+    kept = [rows[0]] + [row for row in rows[1:] if row and int(row[column]) < epochs]
+    if len(kept) == len(rows):
+        return
+    tmp = csv_path + ".tmp"
+    with open(tmp, "w", encoding="utf-8", newline="") as stream:
+        csv.writer(stream).writerows(kept)
+    os.replace(tmp, csv_path)
 
 
 def write_classes(run: str, classes: Dict[str, Dict[str, Any]]) -> None:

@@ -12,8 +12,11 @@ steps each, after one warm-up window that also compiles):
   `train.fit` runs it);
 - `pipeline + model, wait each step`: the same with a callback that reads each step's
   loss before the next step starts (what a non-async-safe callback forces under JAX);
-- `BN refresh`, `validation pass`: seconds of the per-epoch work between training
-  epochs (`train.refresh_bn_steps` batches of statistics, the validation loss), and
+- `BN refresh`, `validation pass`, and the checkpoint writes (the detector's weights,
+  as `last` or `best`; the resume backup of weights and optimizer state, its previous
+  copy kept): seconds of the per-epoch work between training epochs
+  (`train.refresh_bn_steps` batches of statistics, the validation loss;
+  `train.save_interval_s` says which epochs write the last weights and backup), and
   `test-split detections`: the evaluation loop's forward passes and NMS over one
   dataset's test split (second calls; the first, which compiles, is shown beside).
 
@@ -25,7 +28,9 @@ that head's single-head model too. A benchmark, run by hand (docs/results.md).
 import functools
 import json
 import os
+import shutil
 import statistics
+import tempfile
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
@@ -169,29 +174,43 @@ def measure(cfg: ExperimentConfig, *, steps: int, windows: int,
 
 def _time_epoch_extras(cfg: ExperimentConfig, trainer: Any, detector: Any,
                        report: Callable[[str, Dict[str, Any]], None]) -> None:
-    """Seconds of the per-epoch BN refresh and validation pass, and the evaluation speed."""
+    """Seconds of the per-epoch BN refresh, validation pass and checkpoint writes, and the
+    evaluation speed."""
     # pylint: disable=import-outside-toplevel  # heavy
     from train import data as data_lib
+    from train.callbacks import EpochBackupAndRestore, atomic_save_weights
     from train.evaluate import predict_head
     from train.precise_bn import recalibrate_batchnorm
 
     clean = iter(data_lib.clean_train_images(cfg))
     val = data_lib.make_val_dataset(cfg)
+    folder = tempfile.mkdtemp(prefix="throughput_")
+    backup = EpochBackupAndRestore(os.path.join(folder, "backup"), double_checkpoint=True)
+    backup.set_model(trainer)
     parts = {
         "BN refresh": lambda: recalibrate_batchnorm(
             detector, clean, steps=cfg.train.refresh_bn_steps, progress=False),
         "validation pass": lambda: trainer.evaluate(val, verbose=0),
+        # train.fit writes these at the end of an epoch (train.save_interval_s)
+        "weights write (last or best)": lambda: atomic_save_weights(
+            detector, os.path.join(folder, "last.weights.h5")),
+        "resume backup write (weights + optimizer, previous kept)": lambda: (
+            backup.on_epoch_end(0, {})),
         "test-split detections (first head)": lambda: predict_head(
             detector, cfg, cfg.head_datasets(cfg.head_names[0])[0], "test",
             cfg.head_names[0]),
     }
-    for name, work in parts.items():
-        times = []
-        for _ in range(2):  # the first call traces / compiles
-            start = time.perf_counter()
-            work()
-            times.append(time.perf_counter() - start)
-        report(name, {"seconds": round(times[1], 2), "first_call_seconds": round(times[0], 1)})
+    try:
+        for name, work in parts.items():
+            times = []
+            for _ in range(2):  # the first call traces / compiles
+                start = time.perf_counter()
+                work()
+                times.append(time.perf_counter() - start)
+            report(name, {"seconds": round(times[1], 2),
+                          "first_call_seconds": round(times[0], 1)})
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def format_rows(label: str, rows: Dict[str, Dict[str, Any]], peak: Optional[float]) -> str:
