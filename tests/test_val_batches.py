@@ -37,3 +37,10 @@ def test_val_batches_are_filled_and_losses_unchanged(cfg):
     assert len(heads) >= 2
     for key in heads:
         assert with_fill[key] == pytest.approx(without[key], rel=1e-5, abs=1e-6), key
+
+
+def test_bn_check_takes_only_real_validation_rows(cfg):
+    """bn_check's statistics from validation images leave the filling rows out."""
+    from train.bn_check import _repeated_images  # pylint: disable=import-outside-toplevel,protected-access  # heavy; the helper under test
+    images = _repeated_images(data_lib.make_val_dataset(cfg))
+    assert [int(next(images).shape[0]) for _ in range(5)] == [8, 3, 8, 3, 8]

@@ -28,6 +28,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 
 import numpy as np
 
+from effdet_tf.batch_schema import HEAD_MASK
 from effdet_tf.cli import make_parser, run_cli
 from effdet_tf.errors import ConfigError
 
@@ -72,10 +73,12 @@ def _augmented_images(cfg: Any, mixing: bool) -> Optional[Iterator]:
 
 
 def _repeated_images(val: Any) -> Iterator:
-    """The validation images, batch after batch, over and over."""
+    """The validation images, batch after batch, over and over (without the rows that
+    fill a split's last batch, which no head reads: `train.data.fill_batch`)."""
     while True:
-        for images, _ in val:
-            yield images
+        for images, targets in val:
+            real = np.sum(np.asarray(targets[HEAD_MASK]), axis=1) > 0
+            yield images if real.all() else np.asarray(images)[real]
 
 
 def bn_check(run: str, *, weights: str = "last", steps: int = 16,  # pylint: disable=too-many-locals  # one report
