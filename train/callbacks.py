@@ -12,7 +12,7 @@ import os
 import statistics
 import threading
 import time
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Dict, Mapping, Optional
 
 import keras
 
@@ -46,12 +46,13 @@ class SaveSchedule:
         clock: seconds now (a test passes its own).
     """
 
-    def __init__(self, interval_s: float, epochs: int, clock=time.monotonic):
+    def __init__(self, interval_s: float, epochs: int,
+                 clock: Callable[[], float] = time.monotonic):
         self.interval_s = interval_s
         self.epochs = epochs
         self.clock = clock
         self._last = clock()
-        self._answers: dict = {}
+        self._answers: Dict[int, bool] = {}
 
     def due(self, epoch: int) -> bool:
         """Whether the saves are due at the end of `epoch` (0-based)."""
