@@ -52,21 +52,23 @@ class SaveSchedule:
         self.epochs = epochs
         self.clock = clock
         self._last = clock()
-        self._answers: Dict[int, bool] = {}
+        self._answer = (-1, False)  # (epoch, due) of the last question
 
     def due(self, epoch: int) -> bool:
         """Whether the saves are due at the end of `epoch` (0-based)."""
-        if epoch not in self._answers:
+        if self._answer[0] != epoch:
             now = self.clock()
             due = epoch + 1 >= self.epochs or now - self._last >= self.interval_s
             if due:
                 self._last = now
-            self._answers = {epoch: due}
-        return self._answers[epoch]
+            self._answer = (epoch, due)
+        return self._answer[1]
 
 
-def _finite_losses(logs: Mapping[str, Any]) -> bool:
-    return all(math.isfinite(float(v)) for k, v in logs.items() if k.endswith("loss"))
+def non_finite_losses(logs: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
+    """The losses (keys ending in `loss`) of a Keras log dict that are NaN or infinite."""
+    return {k: v for k, v in (logs or {}).items()
+            if k.endswith("loss") and not math.isfinite(float(v))}
 
 
 class DetectorCheckpoint(keras.callbacks.Callback):
@@ -131,7 +133,7 @@ class DetectorCheckpoint(keras.callbacks.Callback):
         """Saves last when due, and best when the monitored value improved."""
         logs = logs or {}
         self._pending = None
-        if not _finite_losses(logs):
+        if non_finite_losses(logs):
             return
         if self.schedule is None or self.schedule.due(epoch):
             atomic_save_weights(self.detector, self.last_path)
@@ -173,9 +175,7 @@ class NanGuard(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         """Checks the running loss and every per-head loss."""
-        logs = logs or {}
-        bad = {k: v for k, v in logs.items()
-               if k.endswith("loss") and not math.isfinite(float(v))}
+        bad = non_finite_losses(logs)
         if not bad:
             return
         step = self.epoch * self.steps_per_epoch + batch + 1
@@ -277,7 +277,7 @@ class EpochBackupAndRestore(keras.callbacks.BackupAndRestore):
 
     def on_epoch_end(self, epoch, logs=None):
         """Saves the backup when due (never the weights of an epoch with a non-finite loss)."""
-        if not _finite_losses(logs or {}):
+        if non_finite_losses(logs):
             return
         if self.schedule is None or self.schedule.due(epoch):
             super().on_epoch_end(epoch, logs)
