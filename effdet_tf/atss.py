@@ -20,7 +20,8 @@ from typing import Any, Dict, Sequence
 from keras import ops
 
 from effdet_tf.anchors import NUM_ANCHORS_PER_LOCATION
-from effdet_tf.targets import forced_claims, match_result, pairwise_iou, valid_box_mask
+from effdet_tf.targets import (centres_inside, forced_claims, match_result, pairwise_iou,
+                              valid_box_mask)
 
 TOP_K = 9  # candidate locations per level and box: the paper's value (one anchor each there)
 TensorLike = Any
@@ -93,11 +94,7 @@ def atss_match(anchors: TensorLike, boxes: TensorLike, classes: TensorLike, *,
     mean = ops.sum(iou * weight, axis=1) / count
     spread = ops.sum(ops.square(iou - mean[:, None, :]) * weight, axis=1)
     threshold = mean + ops.sqrt(spread / ops.maximum(count - 1.0, 1.0))      # unbiased std
-    inside = ops.logical_and(
-        ops.logical_and(ax[None, :, None] > boxes[:, None, :, 0],
-                        ax[None, :, None] < boxes[:, None, :, 2]),
-        ops.logical_and(ay[None, :, None] > boxes[:, None, :, 1],
-                        ay[None, :, None] < boxes[:, None, :, 3]))
+    inside = centres_inside(anchors, boxes)
     chosen = ops.logical_and(ops.logical_and(candidate, inside),
                              iou >= threshold[:, None, :])                   # [B, A, M]
     score = ops.where(chosen, iou, -1.0)

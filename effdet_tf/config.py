@@ -223,7 +223,9 @@ class TrainConfig:  # pylint: disable=too-many-instance-attributes  # one field 
     `assigner`: how detection heads pick the anchors each box trains: "iou" (the
     default: IoU argmax, positive at IoU >= 0.5, every box also taking its best anchor,
     EfficientDet's rule) or "atss" (a threshold per box from its nearest anchors' IoUs,
-    effdet_tf/atss.py); measured in docs/results.md.
+    effdet_tf/atss.py) or "tal" (task alignment: the anchors inside a box whose
+    predicted class probability and box fit it best, from the head's own outputs,
+    effdet_tf/tal.py); measured in docs/results.md.
 
     `jit_compile`: null (the default) compiles the step with XLA under JAX, where Keras'
     `false` would run it as plain Python (two orders of magnitude slower), and as a
@@ -391,7 +393,7 @@ _CHOICES = {
     "model.head_norm": ("batch", "group"),
     "train.optimizer": ("sgd", "adamw"),
     "train.loss_normalizer": ("per_head", "shared"),
-    "train.assigner": ("iou", "atss"),
+    "train.assigner": ("iou", "atss", "tal"),
     "train.strategy": ("default", "mirrored", "tpu", "multiworker", "jax_data_parallel"),
 }
 # Keys that existed once and did nothing. A config that sets one (every run folder

@@ -17,6 +17,7 @@ from effdet_tf.heads import (ANCHOR_ASSIGNERS, ASSIGNER, BOX_LOSSES, CLS_LOSSES,
                              PRIOR_PROBABILITY, SHARED_POSITIVES, TaskHead, TensorLike)
 from effdet_tf.layers import head_norm, separable_conv
 from effdet_tf.postprocess import decode_predictions
+from effdet_tf.tal import tal_match
 from effdet_tf.targets import encode_targets, match_anchors
 
 
@@ -121,27 +122,33 @@ class DetectionHead(TaskHead):  # pylint: disable=abstract-method  # add_metric 
         return {"class_logits": ops.cast(ops.concatenate(logits, axis=1), "float32"),
                 "box_deltas": ops.cast(ops.concatenate(deltas, axis=1), "float32")}
 
-    def _match(self, y_true: dict, context: dict) -> Dict[str, Any]:
-        """The anchor matching of the batch, computed once and shared through `context`.
+    def _match(self, y_true: dict, y_pred: dict, context: dict) -> Dict[str, Any]:
+        """The anchor matching of the batch, computed once and kept in `context`.
 
-        `context[ASSIGNER]` picks the rule: "iou" (IoU argmax, the default) or "atss".
+        `context[ASSIGNER]` picks the rule: "iou" (IoU argmax, the default), "atss", or
+        "tal" (task alignment, from this head's own predictions `y_pred`). The first two
+        depend on the boxes only, so one matching serves every detection head; "tal" is
+        kept per head.
         """
-        if "anchor_match" not in context:
-            assigner = context.get(ASSIGNER, "iou")
-            if assigner not in ANCHOR_ASSIGNERS:
-                raise ConfigError(f"anchor assigner must be one of {ANCHOR_ASSIGNERS}, "
-                                  f"got {assigner!r}")
-            if assigner == "atss":
+        assigner = context.get(ASSIGNER, "iou")
+        if assigner not in ANCHOR_ASSIGNERS:
+            raise ConfigError(f"anchor assigner must be one of {ANCHOR_ASSIGNERS}, "
+                              f"got {assigner!r}")
+        key = f"anchor_match/{self.name}" if assigner == "tal" else "anchor_match"
+        if key not in context:
+            boxes, classes = y_true[schema.BOXES], y_true[schema.CLASSES]
+            if assigner == "tal":
+                context[key] = tal_match(self.anchors, boxes, classes, y_pred["class_logits"],
+                                         y_pred["box_deltas"])
+            elif assigner == "atss":
                 counts = [anchor_lib.NUM_ANCHORS_PER_LOCATION * side * side
                           for side in anchor_lib.level_shapes(self.image_size)]
-                context["anchor_match"] = atss_match(self.anchors, y_true["boxes"],
-                                                     y_true["classes"], level_counts=counts)
+                context[key] = atss_match(self.anchors, boxes, classes, level_counts=counts)
             else:
-                context["anchor_match"] = match_anchors(self.anchors, y_true["boxes"],
-                                                        y_true["classes"])
-        return context["anchor_match"]
+                context[key] = match_anchors(self.anchors, boxes, classes)
+        return context[key]
 
-    def positive_count(self, y_true: dict, example_mask: TensorLike,
+    def positive_count(self, y_true: dict, y_pred: dict, example_mask: TensorLike,
                        context: dict) -> TensorLike:
         """Positive anchors of this head's examples in the batch (this replica's).
 
@@ -149,7 +156,8 @@ class DetectionHead(TaskHead):  # pylint: disable=abstract-method  # add_metric 
         normaliser (`MultiHeadDetector.loss_normalizer == "shared"`).
         """
         mask = ops.cast(example_mask, "float32")
-        return ops.sum(ops.cast(self._match(y_true, context)["num_positives"], "float32") * mask)
+        match = self._match(y_true, y_pred, context)
+        return ops.sum(ops.cast(match["num_positives"], "float32") * mask)
 
     def compute_loss(self, y_true: dict, y_pred: dict, example_mask: TensorLike,
                      context: dict) -> Dict[str, object]:
@@ -173,7 +181,8 @@ class DetectionHead(TaskHead):  # pylint: disable=abstract-method  # add_metric 
         Returns:
             `{"cls_loss": scalar, "box_loss": scalar}` (box loss already weighted).
         """
-        targets = encode_targets(self.anchors, self._match(y_true, context), self.num_classes)
+        match = self._match(y_true, y_pred, context)
+        targets = encode_targets(self.anchors, match, self.num_classes)
         mask = ops.cast(example_mask, "float32")
         positive = ops.cast(targets["positive"], "float32") * mask[:, None]          # [B, A]
         global_sum = context.get("cross_replica_sum") or (lambda value: value)
@@ -189,8 +198,7 @@ class DetectionHead(TaskHead):  # pylint: disable=abstract-method  # add_metric 
         if self.cls_loss == "focal":
             cls_per_anchor = losses.focal_loss(targets["class_targets"], y_pred["class_logits"])
         else:
-            iou = ops.stop_gradient(losses.paired_iou(
-                self._match(y_true, context)["matched_boxes"], pred_boxes))
+            iou = ops.stop_gradient(losses.paired_iou(match["matched_boxes"], pred_boxes))
             quality = ops.cast(targets["class_targets"], "float32") * (
                 iou * ops.cast(targets["positive"], "float32"))[..., None]
             cls_per_anchor = losses.varifocal_loss(quality, y_pred["class_logits"])
@@ -201,7 +209,7 @@ class DetectionHead(TaskHead):  # pylint: disable=abstract-method  # add_metric 
             box_loss = weight * ops.sum(huber * positive[..., None]) / (normalizer * 4.0)
         else:
             weight = losses.CIOU_WEIGHT if self.box_loss_weight is None else self.box_loss_weight
-            ciou = losses.ciou_loss(self._match(y_true, context)["matched_boxes"], pred_boxes)
+            ciou = losses.ciou_loss(match["matched_boxes"], pred_boxes)
             box_loss = weight * ops.sum(ciou * positive) / normalizer
         return {"cls_loss": cls_loss, "box_loss": box_loss}
 

@@ -265,8 +265,9 @@ class MultiHeadDetector(keras.Model):  # pylint: disable=abstract-method  # Kera
         if sample_weight is not None:
             masks = [m * ops.reshape(ops.cast(sample_weight, "float32"), (-1,)) for m in masks]
         if self.loss_normalizer == "shared":
-            counts = [c for c in (head.positive_count(y, m, context)
-                                  for head, m in zip(self._heads, masks)) if c is not None]
+            counts = [c for c in (head.positive_count(y, y_pred[spec.name], m, context)
+                                  for spec, head, m in zip(self._specs, self._heads, masks))
+                      if c is not None]
             if counts:
                 context[SHARED_POSITIVES] = ops.sum(ops.stack(counts))
         for index, (spec, head) in enumerate(zip(self._specs, self._heads)):

@@ -29,7 +29,7 @@ SHARED_POSITIVES = "shared_positives"
 # The `context` key of the anchor assignment of detection heads (`train.assigner`): one of
 # `ANCHOR_ASSIGNERS`, "iou" when absent.
 ASSIGNER = "assigner"
-ANCHOR_ASSIGNERS = ("iou", "atss")
+ANCHOR_ASSIGNERS = ("iou", "atss", "tal")
 TensorLike = Any  # a backend tensor, numpy array or KerasTensor
 
 
@@ -120,7 +120,7 @@ class TaskHead(keras.layers.Layer):  # pylint: disable=abstract-method  # add_me
         """
         raise NotImplementedError
 
-    def positive_count(self, y_true: dict, example_mask: TensorLike,
+    def positive_count(self, y_true: dict, y_pred: dict, example_mask: TensorLike,
                        context: dict) -> Optional[TensorLike]:
         # pylint: disable=unused-argument  # kinds without positives ignore the batch
         """The count this head's loss is normalised by when heads share one normaliser.

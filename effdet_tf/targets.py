@@ -11,27 +11,49 @@ TensorLike = Any  # a backend tensor, numpy array or KerasTensor
 
 
 def pairwise_iou(anchors: TensorLike, boxes: TensorLike) -> TensorLike:
-    """IoU of every anchor with every box.
+    """IoU of every anchor (or predicted box) with every box.
 
     Args:
-        anchors: `[A, 4]` xyxy.
+        anchors: `[A, 4]` xyxy, the same for every image, or `[B, A, 4]` per image (e.g.
+            the boxes a head predicts).
         boxes: `[B, M, 4]` xyxy.
 
     Returns:
-        float32 `[B, A, M]`; zero where a box has no area.
+        float32 `[B, A, M]`; zero where either box has no area.
     """
-    anchors = ops.cast(anchors, "float32")[None, :, None, :]     # [1, A, 1, 4]
+    anchors = ops.cast(anchors, "float32")
+    if len(anchors.shape) == 2:
+        anchors = anchors[None]
+    anchors = anchors[:, :, None, :]                               # [1 or B, A, 1, 4]
     boxes = ops.cast(boxes, "float32")[:, None, :, :]              # [B, 1, M, 4]
     ix1 = ops.maximum(anchors[..., 0], boxes[..., 0])
     iy1 = ops.maximum(anchors[..., 1], boxes[..., 1])
     ix2 = ops.minimum(anchors[..., 2], boxes[..., 2])
     iy2 = ops.minimum(anchors[..., 3], boxes[..., 3])
     inter = ops.maximum(ix2 - ix1, 0.0) * ops.maximum(iy2 - iy1, 0.0)
-    area_a = (anchors[..., 2] - anchors[..., 0]) * (anchors[..., 3] - anchors[..., 1])
+    area_a = ops.maximum(anchors[..., 2] - anchors[..., 0], 0.0) * ops.maximum(
+        anchors[..., 3] - anchors[..., 1], 0.0)
     area_b = ops.maximum(boxes[..., 2] - boxes[..., 0], 0.0) * ops.maximum(
         boxes[..., 3] - boxes[..., 1], 0.0)
     union = area_a + area_b - inter
     return ops.where(union > 0.0, inter / ops.maximum(union, 1e-8), 0.0)
+
+
+def centres_inside(anchors: TensorLike, boxes: TensorLike) -> TensorLike:
+    """Whether each anchor's centre lies strictly inside each box.
+
+    Args:
+        anchors: float32 `[A, 4]` xyxy.
+        boxes: float32 `[B, M, 4]` xyxy.
+
+    Returns:
+        bool `[B, A, M]`.
+    """
+    ax = ((anchors[:, 0] + anchors[:, 2]) * 0.5)[None, :, None]
+    ay = ((anchors[:, 1] + anchors[:, 3]) * 0.5)[None, :, None]
+    return ops.logical_and(
+        ops.logical_and(ax > boxes[:, None, :, 0], ax < boxes[:, None, :, 2]),
+        ops.logical_and(ay > boxes[:, None, :, 1], ay < boxes[:, None, :, 3]))
 
 
 def valid_box_mask(boxes: TensorLike, classes: TensorLike) -> TensorLike:

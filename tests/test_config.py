@@ -64,7 +64,7 @@ def test_overrides_types_and_lists():
     ("train.mixed_precision=1", "train.mixed_precision: expected bool"),
     ("model.box_loss=l1", "model.box_loss: 'l1' is not one of huber, ciou"),
     ("model.cls_loss=qfl", "model.cls_loss: 'qfl' is not one of focal, varifocal"),
-    ("train.assigner=tal", "train.assigner: 'tal' is not one of iou, atss"),
+    ("train.assigner=simota", "train.assigner: 'simota' is not one of iou, atss, tal"),
     ("data.image_size=500", "multiple of 128"),
     ("data.sampling_power=1.5", "data.sampling_power: 1.5 is not in [0, 1]"),
     ("model.head_loss_weights={c: 1}", "model.head_loss_weights: 'c' is not a head"),

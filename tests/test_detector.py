@@ -137,7 +137,7 @@ def test_shared_loss_normalizer(model):
     y_pred = model(images)
     mask = model.head_mask(y)
     context = {}
-    own = {name: float(head.positive_count(y, mask[:, i], context))
+    own = {name: float(head.positive_count(y, y_pred[name], mask[:, i], context))
            for i, (name, head) in enumerate(model.task_heads.items())}
     assert 0 < own["a"] < own["b"]  # head b has two examples, a one
     default, parts = model.loss_normalizer, {}
@@ -157,19 +157,21 @@ def test_shared_loss_normalizer(model):
 
 
 def test_anchor_assigner(model):
-    """'atss' assigns by effdet_tf.atss (other positives, other loss); unknown ones fail."""
+    """'atss' and 'tal' assign by effdet_tf.atss and effdet_tf.tal (other positives, other
+    loss); unknown ones fail."""
     images, y = _batch(dataset_id=(0, 1, 1))
     y_pred = model(images)
     assert model.anchor_assigner == "iou"
     head = model.task_heads["a"]
     counts, losses = {}, {}
-    for assigner in ("iou", "atss"):
+    for assigner in ("iou", "atss", "tal"):
         model.anchor_assigner = assigner
-        counts[assigner] = float(head.positive_count(y, np.ones(3, np.float32),
+        counts[assigner] = float(head.positive_count(y, y_pred["a"], np.ones(3, np.float32),
                                                      {ASSIGNER: assigner}))
         losses[assigner] = float(model.compute_loss(images, y, y_pred))
-    assert counts["atss"] > 0 and counts["atss"] != counts["iou"]
-    assert np.isfinite(losses["atss"]) and losses["atss"] != losses["iou"]
+    for other in ("atss", "tal"):
+        assert counts[other] > 0 and counts[other] != counts["iou"]
+        assert np.isfinite(losses[other]) and losses[other] != losses["iou"]
     model.anchor_assigner = "nearest"
     with pytest.raises(ConfigError, match="anchor assigner"):
         model.compute_loss(images, y, y_pred)
