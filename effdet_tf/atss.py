@@ -100,7 +100,7 @@ def atss_match(anchors: TensorLike, boxes: TensorLike, classes: TensorLike, *,
     score = ops.where(chosen, iou, -1.0)
     best_box = ops.cast(ops.argmax(score, axis=2), "int32")                  # [B, A]
 
-    is_forced, forced_box = forced_claims(ops.where(valid[:, None, :], iou, -1.0), valid)
+    is_forced, forced_box = forced_claims(iou, valid)
     matched_index = ops.where(is_forced, forced_box, best_box)
     positive = ops.logical_or(is_forced, ops.any(chosen, axis=2))
     return match_result(anchors, boxes, classes, positive, ops.zeros_like(positive),

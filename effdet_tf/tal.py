@@ -49,10 +49,9 @@ def alignment(anchors: TensorLike, boxes: TensorLike, classes: TensorLike,
         beta: exponent of the IoU.
 
     Returns:
-        `(metric, overlap, inside)`: float32 `[B, A, M]` the alignment, zero where the
-        anchor's centre is outside the box or the box is padding; float32 `[B, A, M]` the
-        IoU of each anchor's predicted box with each box; bool `[B, A, M]` the anchor
-        centre lies inside the (real) box.
+        `(metric, overlap)`: float32 `[B, A, M]` the alignment, zero where the anchor's
+        centre is outside the box or the box is padding; float32 `[B, A, M]` the IoU of
+        each anchor's predicted box with each box.
     """
     logits = ops.stop_gradient(ops.cast(class_logits, "float32"))
     deltas = ops.stop_gradient(ops.cast(box_deltas, "float32"))
@@ -66,7 +65,7 @@ def alignment(anchors: TensorLike, boxes: TensorLike, classes: TensorLike,
     inside = ops.logical_and(centres_inside(anchors, boxes),
                              valid_box_mask(boxes, classes)[:, None, :])
     metric = ops.power(score, alpha) * ops.power(overlap, beta)
-    return ops.where(inside, metric, 0.0), overlap, inside
+    return ops.where(inside, metric, 0.0), overlap
 
 
 def tal_match(anchors: TensorLike, boxes: TensorLike, classes: TensorLike,
@@ -97,16 +96,15 @@ def tal_match(anchors: TensorLike, boxes: TensorLike, classes: TensorLike,
     classes = ops.cast(classes, "int32")
     anchors = ops.cast(anchors, "float32")
     valid = valid_box_mask(boxes, classes)                                     # [B, M]
-    metric, overlap, inside = alignment(anchors, boxes, classes, class_logits, box_deltas,
-                                        alpha=alpha, beta=beta)
+    metric, overlap = alignment(anchors, boxes, classes, class_logits, box_deltas,
+                                alpha=alpha, beta=beta)
     k = min(top_k, anchors.shape[0])
     kth = ops.top_k(ops.transpose(metric, (0, 2, 1)), k, sorted=True)[0][..., k - 1]  # [B, M]
-    chosen = ops.logical_and(ops.logical_and(inside, metric > 0.0),
-                             metric >= kth[:, None, :])                         # [B, A, M]
+    # metric > 0 only inside a real box
+    chosen = ops.logical_and(metric > 0.0, metric >= kth[:, None, :])          # [B, A, M]
     best_box = ops.cast(ops.argmax(ops.where(chosen, overlap, -1.0), axis=2), "int32")
 
-    is_forced, forced_box = forced_claims(
-        ops.where(valid[:, None, :], pairwise_iou(anchors, boxes), -1.0), valid)
+    is_forced, forced_box = forced_claims(pairwise_iou(anchors, boxes), valid)
     matched_index = ops.where(is_forced, forced_box, best_box)
     positive = ops.logical_or(is_forced, ops.any(chosen, axis=2))
     return match_result(anchors, boxes, classes, positive, ops.zeros_like(positive),

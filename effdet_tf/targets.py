@@ -125,8 +125,8 @@ def forced_claims(iou: TensorLike, valid: TensorLike):
     one-hot; when two boxes claim one anchor, the later box wins.
 
     Args:
-        iou: float32 `[B, A, M]`, `-1` (or any value <= 0) where the box is padding.
-        valid: bool `[B, M]`, the real boxes.
+        iou: float32 `[B, A, M]`; the columns of padding boxes are never read as claims.
+        valid: bool `[B, M]`, the real boxes (only they claim).
 
     Returns:
         `(is_forced, forced_box)`: bool `[B, A]`, and int32 `[B, A]` the claiming box
