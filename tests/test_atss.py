@@ -1,9 +1,4 @@
 """Tests of effdet_tf.atss (ATSS anchor assignment) against a plain numpy reference."""
-import json
-import os
-import pathlib
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -11,8 +6,8 @@ from keras import ops
 
 from effdet_tf import anchors as anchor_lib
 from effdet_tf.atss import atss_match
+from tests.jax_subprocess import jitted_matched_classes
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 ANCHORS = anchor_lib.generate_anchors(128)
 COUNTS = [anchor_lib.NUM_ANCHORS_PER_LOCATION * s * s for s in anchor_lib.level_shapes(128)]
 
@@ -117,38 +112,15 @@ def test_runs_in_a_compiled_tensorflow_graph():
     assert eager[0].any() and not eager[1].any()
 
 
-JAX_SCRIPT = """
-import json, sys
-import jax
-import numpy as np
-import keras
-from effdet_tf import anchors as anchor_lib
-from effdet_tf.atss import atss_match
-assert keras.backend.backend() == "jax"
-counts = [9 * s * s for s in anchor_lib.level_shapes(128)]
-anchors = anchor_lib.generate_anchors(128)
-boxes, classes = np.load(sys.argv[1]), np.load(sys.argv[2])
-match = jax.jit(lambda b, c: atss_match(anchors, b, c, level_counts=counts))(boxes, classes)
-print("RESULT" + json.dumps(np.asarray(match["matched_classes"]).tolist()))
-"""
-
-
 def test_jax_jit_matches_tensorflow(tmp_path):
     """Under KERAS_BACKEND=jax, jitted, the assignment is the same as under TensorFlow."""
     rng = np.random.default_rng(5)
     boxes = np.reshape(_random_boxes(rng, 8), (2, 4, 4))
     classes = rng.integers(0, 3, size=(2, 4)).astype(np.int32)
     classes[1, 3] = -1
-    np.save(tmp_path / "b.npy", boxes)
-    np.save(tmp_path / "c.npy", classes)
-    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu",
-               PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run([sys.executable, "-c", JAX_SCRIPT, str(tmp_path / "b.npy"),
-                           str(tmp_path / "c.npy")], env=env, capture_output=True, text=True,
-                          timeout=300, check=False)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT")][-1]
+    got = jitted_matched_classes("atss", "atss_match", [boxes, classes], tmp_path,
+                                 level_counts=COUNTS)
     expected = ops.convert_to_numpy(
         atss_match(ANCHORS, boxes, classes, level_counts=COUNTS)["matched_classes"])
-    np.testing.assert_array_equal(np.array(json.loads(line[len("RESULT"):])), expected)
+    np.testing.assert_array_equal(got, expected)
     assert (expected >= 0).sum() > 0

@@ -1,16 +1,9 @@
 """The forward passes run outside `fit` are traced once per model, under JAX too."""
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 
 from train.compiled_call import inference, statistics_pass
+from tests.jax_subprocess import run_under_jax
 from tests.test_precise_bn import _model
-
-REPO = Path(__file__).resolve().parents[1]
 
 JAX_SCRIPT = """
 import json
@@ -56,13 +49,7 @@ def test_jax_passes_are_traced_once_and_match_the_eager_model():
     once (op by op, it ran once per batch: 10 s of every epoch at 512 px on an H200),
     the statistics are the exact batch averages, and a smaller last batch is padded
     (no second compile) with the same outputs as the eager model."""
-    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu",
-               PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run([sys.executable, "-c", JAX_SCRIPT], env=env, capture_output=True,
-                          text=True, timeout=300, check=False, cwd=str(REPO))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT")][-1]
-    result = json.loads(line[len("RESULT"):])
+    result = run_under_jax(JAX_SCRIPT)
     assert result == {"used": 3, "stats_traces": 1, "mean_ok": True, "var_ok": True,
                       "momentum": 0.99, "inference_traces": 1,
                       "shapes": [[8, 3], [5, 3]], "same_as_eager": True}

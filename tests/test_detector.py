@@ -1,9 +1,6 @@
 """Tests of effdet_tf.detector (MultiHeadDetector, build_detector)."""
 import json
-import os
 import pathlib
-import subprocess
-import sys
 import textwrap
 
 import keras
@@ -16,6 +13,7 @@ from effdet_tf.detector import _loss_weights, normalize_heads
 from effdet_tf.errors import ConfigError
 from effdet_tf.heads import ASSIGNER
 from tests.backbones import tiny_bn_backbone
+from tests.jax_subprocess import run_under_jax
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SIZE = 128
@@ -398,13 +396,7 @@ JAX_SCRIPT = textwrap.dedent("""
 def test_jax_backend_subprocess():
     """Build, fit 2 steps with per-head metrics, forward and decode under KERAS_BACKEND=jax,
     with detection, classification and multilabel heads in one step."""
-    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu",
-               PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run([sys.executable, "-c", JAX_SCRIPT, str(REPO / "tests")], env=env,
-                          capture_output=True, text=True, timeout=400, check=False)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT")][-1]
-    result = json.loads(line[len("RESULT"):])
+    result = run_under_jax(JAX_SCRIPT, [str(REPO / "tests")], timeout=400)
     assert result["shape"] == [2, NUM_ANCHORS_128, 3]
     assert result["dtype"] == "float32"
     assert result["boxes"] == [2, NUM_ANCHORS_128, 4]

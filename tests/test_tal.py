@@ -1,9 +1,4 @@
 """Tests of effdet_tf.tal (task-aligned anchor assignment) against a plain numpy reference."""
-import json
-import os
-import pathlib
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -12,8 +7,8 @@ from keras import ops
 from effdet_tf import anchors as anchor_lib
 from effdet_tf.box_coder import decode_boxes, encode_boxes
 from effdet_tf.tal import ALPHA, BETA, TOP_K, tal_match
+from tests.jax_subprocess import jitted_matched_classes
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 ANCHORS = anchor_lib.generate_anchors(128)
 NUM_CLASSES = 3
 
@@ -149,34 +144,10 @@ def test_runs_in_a_compiled_tensorflow_graph():
                                   eager["matched_index"][positive])
 
 
-JAX_SCRIPT = """
-import json, sys
-import jax
-import numpy as np
-import keras
-from effdet_tf import anchors as anchor_lib
-from effdet_tf.tal import tal_match
-assert keras.backend.backend() == "jax"
-anchors = anchor_lib.generate_anchors(128)
-arrays = [np.load(path) for path in sys.argv[1:]]
-match = jax.jit(lambda *a: tal_match(anchors, *a))(*arrays)
-print("RESULT" + json.dumps(np.asarray(match["matched_classes"]).tolist()))
-"""
-
-
 def test_jax_jit_matches_tensorflow(tmp_path):
     """Under KERAS_BACKEND=jax, jitted, the assignment is the same as under TensorFlow."""
     arrays = _batch(seed=5)
-    paths = []
-    for name, array in zip("bcld", arrays):
-        paths.append(str(tmp_path / f"{name}.npy"))
-        np.save(paths[-1], array)
-    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu",
-               PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run([sys.executable, "-c", JAX_SCRIPT, *paths], env=env,
-                          capture_output=True, text=True, timeout=300, check=False)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT")][-1]
+    got = jitted_matched_classes("tal", "tal_match", arrays, tmp_path)
     expected = _match(*arrays)["matched_classes"]
-    np.testing.assert_array_equal(np.array(json.loads(line[len("RESULT"):])), expected)
+    np.testing.assert_array_equal(got, expected)
     assert (expected >= 0).sum() > 0
