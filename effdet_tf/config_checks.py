@@ -93,6 +93,9 @@ def check_config(cfg: "ExperimentConfig") -> None:
             raise ConfigError(f"train.{key}: must be > 0")
     if not 0.0 <= cfg.train.bn_momentum < 1.0:
         raise ConfigError(f"train.bn_momentum: {cfg.train.bn_momentum} must be in [0, 1)")
+    if not 0.0 <= cfg.train.warmup_max_fraction <= 1.0:
+        raise ConfigError(f"train.warmup_max_fraction: {cfg.train.warmup_max_fraction} must "
+                          "be in [0, 1]")
     for key in ("augment.close_mosaic", "train.precise_bn_steps", "train.refresh_bn_steps",
                 "train.save_interval_s"):
         section, field = key.split(".")

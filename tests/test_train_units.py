@@ -13,7 +13,8 @@ from train.compare import markdown, summarise, variant
 from train.evaluate import to_original_xywh
 from train.progress import epoch_line
 from train.run_dir import load_run_config, prepare_run_dir
-from train.schedules import WarmupCosine
+from train.fit import _optimizer
+from train.schedules import WarmupCosine, warmup_steps
 
 
 def _cfg(tmp_path, *overrides):
@@ -32,6 +33,32 @@ def test_warmup_cosine_shape():
     assert values[3] == pytest.approx(0.05, abs=1e-6)
     assert values[4] == pytest.approx(0.0, abs=1e-7)
     assert WarmupCosine(**sched.get_config()).get_config() == sched.get_config()
+
+
+def _warmup(optimizer):
+    return optimizer.get_config()["learning_rate"]["config"]["warmup_steps"]
+
+
+def test_warmup_steps_are_capped_by_a_fraction_of_the_run(tmp_path):
+    """`warmup_epochs` epochs of steps, but never more than `warmup_max_fraction` of the
+    run; the fit CLI's schedule follows both settings."""
+    assert warmup_steps(1, 0.1, steps_per_epoch=70, total_steps=700) == 70
+    assert warmup_steps(3, 0.1, steps_per_epoch=70, total_steps=700) == 70
+    assert warmup_steps(3, 0.3, steps_per_epoch=70, total_steps=700) == 210
+    assert warmup_steps(1, 0.1, steps_per_epoch=13, total_steps=130) == 13
+    assert warmup_steps(0, 0.3, steps_per_epoch=13, total_steps=130) == 0
+    assert warmup_steps(2.5, 1.0, steps_per_epoch=10, total_steps=40) == 25
+    cfg = _cfg(tmp_path, "train.warmup_epochs=3", "train.warmup_max_fraction=0.3")
+    assert _warmup(_optimizer(cfg, total_steps=700, steps_per_epoch=70)) == 210
+    cfg = _cfg(tmp_path, "train.warmup_epochs=3")
+    assert _warmup(_optimizer(cfg, total_steps=700, steps_per_epoch=70)) == 70
+
+
+def test_warmup_max_fraction_is_checked(tmp_path):
+    """A cap outside [0, 1] is a one-line config error naming the key."""
+    assert _cfg(tmp_path).train.warmup_max_fraction == 0.1
+    with pytest.raises(ConfigError, match=r"train.warmup_max_fraction: 1.5 must be in \[0, 1\]"):
+        _cfg(tmp_path, "train.warmup_max_fraction=1.5")
 
 
 def test_run_dir_resume_refuse_overwrite(tmp_path):

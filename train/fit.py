@@ -43,11 +43,12 @@ def mixing_schedule(cfg: ExperimentConfig) -> str:
 def _optimizer(cfg: ExperimentConfig, total_steps: int, steps_per_epoch: int):
     import keras  # pylint: disable=import-outside-toplevel  # keep `--help` fast
 
-    from train.schedules import WarmupCosine  # pylint: disable=import-outside-toplevel  # imports keras
+    # pylint: disable-next=import-outside-toplevel  # imports keras
+    from train.schedules import WarmupCosine, warmup_steps
 
     base = cfg.learning_rate
-    # A warm-up of more than a tenth of a short run would leave too few steps at full rate.
-    warmup = min(int(cfg.train.warmup_epochs * steps_per_epoch), total_steps // 10)
+    warmup = warmup_steps(cfg.train.warmup_epochs, cfg.train.warmup_max_fraction,
+                          steps_per_epoch, total_steps)
     schedule = WarmupCosine(base_lr=base, total_steps=total_steps, warmup_steps=warmup)
     common = {"learning_rate": schedule,
               "global_clipnorm": cfg.train.clip_norm or None,

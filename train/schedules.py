@@ -5,6 +5,27 @@ import keras
 from keras import ops
 
 
+def warmup_steps(warmup_epochs: float, max_fraction: float, steps_per_epoch: int,
+                 total_steps: int) -> int:
+    """Steps of linear warm-up: `warmup_epochs` epochs, but at most `max_fraction` of the run.
+
+    Args:
+        warmup_epochs: warm-up length in epochs (`train.warmup_epochs`).
+        max_fraction: the cap, a fraction of `total_steps` (`train.warmup_max_fraction`);
+            a long warm-up in a short run would leave too few steps at the full rate.
+        steps_per_epoch: training steps per epoch.
+        total_steps: training steps of the whole run.
+
+    Returns:
+        The warm-up length in steps.
+
+    Example:
+        >>> warmup_steps(3, 0.1, steps_per_epoch=70, total_steps=700)
+        70
+    """
+    return max(min(int(warmup_epochs * steps_per_epoch), int(max_fraction * total_steps)), 0)
+
+
 @keras.saving.register_keras_serializable(package="effdet_tf")
 class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
     """Linear warm-up from `warmup_factor * base` to `base`, then cosine decay to `final`.
