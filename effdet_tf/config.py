@@ -207,8 +207,9 @@ class TrainConfig:  # pylint: disable=too-many-instance-attributes  # one field 
     docs/results.md): AdamW (`learning_rate: null` picks 0.002 with a detection head,
     0.0007 with image-level heads only, and EfficientDet's 0.08 * batch / 64 for SGD:
     `ExperimentConfig.learning_rate`), a warm-up of `warmup_epochs` but never more
-    than `warmup_max_fraction` of the run (a tenth), cosine decay, and precise BN at the end (`bn_momentum` sets
-    every trainable BN layer's momentum for training; EfficientDet's 0.99 by default).
+    than `warmup_max_fraction` of the run (a tenth), cosine decay, and precise BN at the
+    end (`bn_momentum` sets every trainable BN layer's momentum for training;
+    EfficientDet's 0.99 by default).
     BN statistics are re-estimated from the current weights over `refresh_bn_steps`
     clean training batches before every validation (0: off), so the validation loss
     describes the model as it is; `precise_bn_steps` batches are averaged after the

@@ -14,7 +14,7 @@ from train.evaluate import to_original_xywh
 from train.progress import epoch_line
 from train.run_dir import load_run_config, prepare_run_dir
 from train.fit import _optimizer
-from train.schedules import WarmupCosine, warmup_steps
+from train.schedules import WarmupCosine, capped_warmup_steps
 
 
 def _cfg(tmp_path, *overrides):
@@ -42,12 +42,12 @@ def _warmup(optimizer):
 def test_warmup_steps_are_capped_by_a_fraction_of_the_run(tmp_path):
     """`warmup_epochs` epochs of steps, but never more than `warmup_max_fraction` of the
     run; the fit CLI's schedule follows both settings."""
-    assert warmup_steps(1, 0.1, steps_per_epoch=70, total_steps=700) == 70
-    assert warmup_steps(3, 0.1, steps_per_epoch=70, total_steps=700) == 70
-    assert warmup_steps(3, 0.3, steps_per_epoch=70, total_steps=700) == 210
-    assert warmup_steps(1, 0.1, steps_per_epoch=13, total_steps=130) == 13
-    assert warmup_steps(0, 0.3, steps_per_epoch=13, total_steps=130) == 0
-    assert warmup_steps(2.5, 1.0, steps_per_epoch=10, total_steps=40) == 25
+    assert capped_warmup_steps(1, 0.1, steps_per_epoch=70, total_steps=700) == 70
+    assert capped_warmup_steps(3, 0.1, steps_per_epoch=70, total_steps=700) == 70
+    assert capped_warmup_steps(3, 0.3, steps_per_epoch=70, total_steps=700) == 210
+    assert capped_warmup_steps(1, 0.1, steps_per_epoch=13, total_steps=130) == 13
+    assert capped_warmup_steps(0, 0.3, steps_per_epoch=13, total_steps=130) == 0
+    assert capped_warmup_steps(2.5, 1.0, steps_per_epoch=10, total_steps=40) == 25
     cfg = _cfg(tmp_path, "train.warmup_epochs=3", "train.warmup_max_fraction=0.3")
     assert _warmup(_optimizer(cfg, total_steps=700, steps_per_epoch=70)) == 210
     cfg = _cfg(tmp_path, "train.warmup_epochs=3")

@@ -44,10 +44,10 @@ def _optimizer(cfg: ExperimentConfig, total_steps: int, steps_per_epoch: int):
     import keras  # pylint: disable=import-outside-toplevel  # keep `--help` fast
 
     # pylint: disable-next=import-outside-toplevel  # imports keras
-    from train.schedules import WarmupCosine, warmup_steps
+    from train.schedules import WarmupCosine, capped_warmup_steps
 
     base = cfg.learning_rate
-    warmup = warmup_steps(cfg.train.warmup_epochs, cfg.train.warmup_max_fraction,
+    warmup = capped_warmup_steps(cfg.train.warmup_epochs, cfg.train.warmup_max_fraction,
                           steps_per_epoch, total_steps)
     schedule = WarmupCosine(base_lr=base, total_steps=total_steps, warmup_steps=warmup)
     common = {"learning_rate": schedule,

@@ -5,8 +5,8 @@ import keras
 from keras import ops
 
 
-def warmup_steps(warmup_epochs: float, max_fraction: float, steps_per_epoch: int,
-                 total_steps: int) -> int:
+def capped_warmup_steps(warmup_epochs: float, max_fraction: float, steps_per_epoch: int,
+                        total_steps: int) -> int:
     """Steps of linear warm-up: `warmup_epochs` epochs, but at most `max_fraction` of the run.
 
     Args:
@@ -20,7 +20,7 @@ def warmup_steps(warmup_epochs: float, max_fraction: float, steps_per_epoch: int
         The warm-up length in steps.
 
     Example:
-        >>> warmup_steps(3, 0.1, steps_per_epoch=70, total_steps=700)
+        >>> capped_warmup_steps(3, 0.1, steps_per_epoch=70, total_steps=700)
         70
     """
     return max(min(int(warmup_epochs * steps_per_epoch), int(max_fraction * total_steps)), 0)
