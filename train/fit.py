@@ -48,7 +48,7 @@ def _optimizer(cfg: ExperimentConfig, total_steps: int, steps_per_epoch: int):
 
     base = cfg.learning_rate
     warmup = capped_warmup_steps(cfg.train.warmup_epochs, cfg.train.warmup_max_fraction,
-                          steps_per_epoch, total_steps)
+                                 steps_per_epoch, total_steps)
     schedule = WarmupCosine(base_lr=base, total_steps=total_steps, warmup_steps=warmup)
     common = {"learning_rate": schedule,
               "global_clipnorm": cfg.train.clip_norm or None,
