@@ -20,15 +20,11 @@ from typing import Any, Dict, Sequence
 from keras import ops
 
 from effdet_tf.anchors import NUM_ANCHORS_PER_LOCATION
-from effdet_tf.targets import (centres_inside, forced_claims, match_result, pairwise_iou,
-                              valid_box_mask)
+from effdet_tf.targets import (box_centres, centres_inside, forced_claims, match_result,
+                              pairwise_iou, valid_box_mask)
 
 TOP_K = 9  # candidate locations per level and box: the paper's value (one anchor each there)
 TensorLike = Any
-
-
-def _centres(boxes: TensorLike):
-    return (boxes[..., 0] + boxes[..., 2]) * 0.5, (boxes[..., 1] + boxes[..., 3]) * 0.5
 
 
 def _candidates(distance: TensorLike, level_counts: Sequence[int], top_k: int) -> TensorLike:
@@ -81,8 +77,8 @@ def atss_match(anchors: TensorLike, boxes: TensorLike, classes: TensorLike, *,
                          f"but there are {anchors.shape[0]} anchors")
     valid = valid_box_mask(boxes, classes)                                   # [B, M]
     iou = pairwise_iou(anchors, boxes)                                       # [B, A, M]
-    ax, ay = _centres(anchors)                                               # [A]
-    bx, by = _centres(boxes)                                                 # [B, M]
+    ax, ay = box_centres(anchors)                                               # [A]
+    bx, by = box_centres(boxes)                                                 # [B, M]
     dx = ax[None, :, None] - bx[:, None, :]
     dy = ay[None, :, None] - by[:, None, :]
     candidate = ops.logical_and(_candidates(dx * dx + dy * dy, level_counts,

@@ -39,6 +39,11 @@ def pairwise_iou(anchors: TensorLike, boxes: TensorLike) -> TensorLike:
     return ops.where(union > 0.0, inter / ops.maximum(union, 1e-8), 0.0)
 
 
+def box_centres(boxes: TensorLike):
+    """The centres `(x, y)` of xyxy boxes `[..., 4]`, each `[...]`."""
+    return (boxes[..., 0] + boxes[..., 2]) * 0.5, (boxes[..., 1] + boxes[..., 3]) * 0.5
+
+
 def centres_inside(anchors: TensorLike, boxes: TensorLike) -> TensorLike:
     """Whether each anchor's centre lies strictly inside each box.
 
@@ -49,8 +54,8 @@ def centres_inside(anchors: TensorLike, boxes: TensorLike) -> TensorLike:
     Returns:
         bool `[B, A, M]`.
     """
-    ax = ((anchors[:, 0] + anchors[:, 2]) * 0.5)[None, :, None]
-    ay = ((anchors[:, 1] + anchors[:, 3]) * 0.5)[None, :, None]
+    ax, ay = box_centres(anchors)
+    ax, ay = ax[None, :, None], ay[None, :, None]
     return ops.logical_and(
         ops.logical_and(ax > boxes[:, None, :, 0], ax < boxes[:, None, :, 2]),
         ops.logical_and(ay > boxes[:, None, :, 1], ay < boxes[:, None, :, 3]))
