@@ -142,7 +142,12 @@ class DataConfig:
 
 @dataclasses.dataclass
 class AugmentConfig:
-    """YOLOv4 augmentation (yolov4.cfg `[net]` values by default); probabilities per image.
+    """YOLOv4 augmentation (yolov4.cfg `[net]` values but for `hue`); probabilities per image.
+
+    `hue`: the largest hue shift, a fraction of the colour circle. The default, 0.015
+    (about 5 degrees, ultralytics' `hsv_h`), is smaller than yolov4.cfg's 0.1 (36
+    degrees), which turns red into orange and orange into yellow: label noise wherever
+    colour tells classes apart (apples from oranges); measured in docs/results.md.
 
     `close_mosaic`: the last epochs that train without Mosaic, CutMix and MixUp, on whole
     images as they are evaluated (ultralytics' rule). Null (the default) picks it from the
@@ -157,7 +162,7 @@ class AugmentConfig:
     mosaic: float = 0.5
     cutmix: float = 0.3
     mixup: float = 0.0
-    hue: float = 0.1
+    hue: float = 0.015
     saturation: float = 1.5
     exposure: float = 1.5
     flip: float = 0.5
