@@ -77,8 +77,8 @@ def atss_match(anchors: TensorLike, boxes: TensorLike, classes: TensorLike, *,
                          f"but there are {anchors.shape[0]} anchors")
     valid = valid_box_mask(boxes, classes)                                   # [B, M]
     iou = pairwise_iou(anchors, boxes)                                       # [B, A, M]
-    ax, ay = box_centres(anchors)                                               # [A]
-    bx, by = box_centres(boxes)                                                 # [B, M]
+    ax, ay = box_centres(anchors)                                            # [A]
+    bx, by = box_centres(boxes)                                              # [B, M]
     dx = ax[None, :, None] - bx[:, None, :]
     dy = ay[None, :, None] - by[:, None, :]
     candidate = ops.logical_and(_candidates(dx * dx + dy * dy, level_counts,

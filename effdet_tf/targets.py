@@ -1,5 +1,5 @@
 """Anchor matching and target encoding for detection heads (keras.ops, batched, any backend)."""
-from typing import Any, Dict
+from typing import Any, Dict, Tuple
 
 from keras import ops
 
@@ -39,7 +39,7 @@ def pairwise_iou(anchors: TensorLike, boxes: TensorLike) -> TensorLike:
     return ops.where(union > 0.0, inter / ops.maximum(union, 1e-8), 0.0)
 
 
-def box_centres(boxes: TensorLike):
+def box_centres(boxes: TensorLike) -> Tuple[TensorLike, TensorLike]:
     """The centres `(x, y)` of xyxy boxes `[..., 4]`, each `[...]`."""
     return (boxes[..., 0] + boxes[..., 2]) * 0.5, (boxes[..., 1] + boxes[..., 3]) * 0.5
 

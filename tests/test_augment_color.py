@@ -14,6 +14,12 @@ def _images(seed=0, count=4, size=16):
                        tf.uint8)
 
 
+def _hue_from_red(images: np.ndarray) -> np.ndarray:
+    """Each image's top-left pixel's hue as a signed distance from red (hue 0), `[-0.5, 0.5)`."""
+    hues = np.array([colorsys.rgb_to_hsv(*(p / 255.0))[0] for p in images[:, 0, 0]])
+    return ((hues + 0.5) % 1.0) - 0.5
+
+
 def test_neutral_hsv_is_identity():
     """hue=0, saturation=1, exposure=1 leaves images unchanged within rounding."""
     images = _images()
@@ -56,18 +62,14 @@ def test_random_hsv_per_example_and_deterministic():
     # One draw per example: flat within an example, different across examples.
     assert np.all(first == first[:, :1, :1])
     assert len({tuple(x) for x in first[:, 0, 0]}) > 4
-    hues = [colorsys.rgb_to_hsv(*(p / 255.0))[0] for p in first[:, 0, 0]]
-    shifts = [((h + 0.5) % 1.0) - 0.5 for h in hues]  # red is hue 0
-    assert max(abs(x) for x in shifts) <= 0.1 + 0.01
+    assert np.abs(_hue_from_red(first)).max() <= 0.1 + 0.01
 
 
 def _red_hue_shifts(hue: float) -> np.ndarray:
     """Hue shifts (fraction of the circle) that `random_hsv` gives 256 red images."""
     red = np.zeros((256, 2, 2, 3), np.uint8)
     red[...] = (200, 30, 30)  # an apple's red, hue 0
-    out = random_hsv(tf.constant(red), tf.constant([3, 5]), hue, 1.5, 1.5).numpy()
-    hues = np.array([colorsys.rgb_to_hsv(*(p / 255.0))[0] for p in out[:, 0, 0]])
-    return ((hues + 0.5) % 1.0) - 0.5
+    return _hue_from_red(random_hsv(tf.constant(red), tf.constant([3, 5]), hue, 1.5, 1.5).numpy())
 
 
 def test_default_hue_keeps_red_objects_red():
