@@ -142,7 +142,8 @@ def letterbox_geometry(orig_hw: tf.Tensor,
     """Scale, resized size and padding of the letterbox of an `orig_hw` image.
 
     Args:
-        orig_hw: int32 `[2]` (height, width) of the upright original image.
+        orig_hw: int32 `[2]` (height, width) of the upright original image, or `[2, N]`
+            for N images at once (every result then has a trailing `N` axis).
         image_size: side `S` of the square output (aspect ratio kept, centred, padded).
 
     Returns:

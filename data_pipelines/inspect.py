@@ -7,7 +7,9 @@ Works on every source format (COCO, image folder, table). Writes to DIR:
 - report.md: one page per dataset: counts, what was found, worst examples;
 - issues.csv: file, split, issue, score (0 worst .. 1 clean), detail, exclude;
 - <dataset>/: counts.png, sizes.png (boxes.png or tags.png), counts.csv, sizes.csv,
-  examples.png (worst examples), label_issues.png (with --run), exclude.txt.
+  examples.png (worst examples), label_issues.png (with --run), exclude.txt, and for
+  detection anchor_fit.csv (per class: training boxes with no anchor at IoU >= 0.5 at
+  the config's image size and anchors, `data_pipelines.anchor_fit`).
 
 Image issues (cleanvision): exact and near duplicates within and across splits
 (`leakage`), blurry, dark, light, low-information, grayscale, odd size and aspect, and
@@ -28,10 +30,12 @@ import tempfile
 import time
 from typing import Any, Dict, List, Optional, Sequence
 
+from effdet_tf.anchors import ASPECT_RATIOS
 from effdet_tf.cli import make_parser, run_cli
 from effdet_tf.config import ExperimentConfig, load_config
 from effdet_tf.errors import ConfigError, DataError
 from data_pipelines import inspect_report as report
+from data_pipelines.anchor_fit import write_anchor_fit
 from data_pipelines.box_issues import find_box_issues
 from data_pipelines.image_issues import find_image_issues
 from data_pipelines.inspect_catalog import SPLITS, build_catalog
@@ -80,7 +84,8 @@ def _move_into(staging: str, out_dir: str) -> None:
 
 
 def _write(catalogs: Sequence[Any], rows: List[Dict[str, Any]], label_rows: List[Dict],
-           datasets: Sequence[Any], staging: str, out_dir: str, header: List[str]) -> Dict:
+           datasets: Sequence[Any], staging: str, out_dir: str, header: List[str],
+           cfg: ExperimentConfig) -> Dict:
     """Writes every file into `staging`; returns `{dataset: exclude.txt path (final)}`."""
     issues = report.issues_frame(rows + label_rows)
     issues.to_csv(os.path.join(staging, "issues.csv"), index=False)
@@ -89,6 +94,9 @@ def _write(catalogs: Sequence[Any], rows: List[Dict[str, Any]], label_rows: List
         folder = os.path.join(staging, catalog.name)
         print(f"writing the analysis of {catalog.name} ...", flush=True)
         analysis = write_analysis(catalog, folder)
+        analysis["lines"] = list(analysis.get("lines", [])) + write_anchor_fit(
+            catalog, folder, cfg.data.image_size,
+            cfg.model.anchor_aspect_ratios or ASPECT_RATIOS)
         final = os.path.join(out_dir, catalog.name, report.EXCLUDE_FILE)
         files = {"exclude": report.write_dataset_exclude(catalog, issues, folder, final,
                                                          dataset.exclude)}
@@ -164,7 +172,7 @@ def inspect_datasets(cfg: ExperimentConfig, out_dir: str, *,
                   f"{len(datasets)} dataset(s), splits {', '.join(splits)}; image checks "
                   f"{'on' if image_checks else 'off'}; label checks "
                   f"{'with run ' + run if run else 'off (no --run)'}. {RULES}", ""]
-        excludes = _write(catalogs, rows, label_rows, datasets, staging, out_dir, header)
+        excludes = _write(catalogs, rows, label_rows, datasets, staging, out_dir, header, cfg)
         _move_into(staging, out_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -1,5 +1,7 @@
-"""EfficientDet anchors (numpy constants): 9 per location on levels P3-P7."""
-from typing import Sequence, Tuple
+"""EfficientDet anchors (numpy constants): 9 per location on levels P3-P7 by default,
+3 scales times the aspect ratios of the head."""
+import math
+from typing import Any, Sequence, Tuple
 
 import numpy as np
 
@@ -32,6 +34,40 @@ def check_image_size(image_size: int, max_level: int = MAX_LEVEL) -> int:
             f"image_size must be a positive multiple of {stride} (the P{max_level} stride), "
             f"got {image_size}")
     return int(image_size)
+
+
+def check_aspect_ratios(ratios: Any, where: str = "aspect_ratios") -> Tuple[float, ...]:
+    """Checks anchor aspect ratios (width / height): a non-empty list of distinct positive
+    numbers.
+
+    Args:
+        ratios: the value to check (a list or tuple).
+        where: what the value is, for the error message (e.g. `model.anchor_aspect_ratios`).
+
+    Returns:
+        The ratios as a tuple of floats, in the given order (the anchors' order).
+
+    Raises:
+        ConfigError: not a list, empty, a ratio that is not a positive finite number, or a
+            ratio given twice.
+
+    Example:
+        >>> check_aspect_ratios([1, 2, 0.5, 4, 0.25])
+        (1.0, 2.0, 0.5, 4.0, 0.25)
+    """
+    if isinstance(ratios, (str, bytes)) or not isinstance(ratios, Sequence) or not ratios:
+        raise ConfigError(f"{where}: expected a non-empty list of width / height ratios "
+                          f"such as [1, 2, 0.5], got {ratios!r}")
+    values = []
+    for value in ratios:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not math.isfinite(value) or value <= 0:
+            raise ConfigError(f"{where}: {value!r} is not a positive number (a width / "
+                              "height ratio)")
+        values.append(float(value))
+    if len(set(values)) != len(values):
+        raise ConfigError(f"{where}: a ratio is given twice in {list(values)}")
+    return tuple(values)
 
 
 def level_shapes(image_size: int, min_level: int = MIN_LEVEL,
@@ -91,11 +127,11 @@ def generate_anchors(image_size: int, *, min_level: int = MIN_LEVEL,
             base = anchor_scale * stride * 2.0 ** (scale_index / num_scales)
             for ratio in aspect_ratios:
                 sizes.append((base * np.sqrt(ratio), base / np.sqrt(ratio)))
-        half = np.asarray(sizes) / 2.0                      # [9, 2] (w/2, h/2)
+        half = np.asarray(sizes) / 2.0                      # [K, 2] (w/2, h/2)
         cx = cx.reshape(-1, 1)
         cy = cy.reshape(-1, 1)
         boxes = np.stack([cx - half[:, 0], cy - half[:, 1],
-                          cx + half[:, 0], cy + half[:, 1]], axis=-1)  # [HW, 9, 4]
+                          cx + half[:, 0], cy + half[:, 1]], axis=-1)  # [HW, K, 4]
         per_level.append(boxes.reshape(-1, 4))
     return np.concatenate(per_level, axis=0).astype(np.float32)
 

@@ -190,6 +190,13 @@ class ModelConfig:
     `cls_loss`: the detection heads' class loss: "focal" (the default, EfficientDet's) or
     "varifocal" (VarifocalNet's: a positive's class score learns the IoU of its predicted
     box, so scores rank detections by how well they fit); measured in docs/results.md.
+
+    `anchor_aspect_ratios`: the detection heads' anchor shapes, width / height, each at 3
+    scales on every location of P3-P7: null is EfficientDet's `[1, 2, 0.5]` (9 anchors
+    per location); `[1, 2, 0.5, 4, 0.25]` adds anchors for objects four times as tall as
+    wide or as wide as tall (curtains, people standing, bottles; 15 per location). A
+    head's `options: {aspect_ratios: [...]}` overrides it for that head; measured in
+    docs/results.md.
     """
 
     backbone: str = "cspdarknet53"
@@ -202,6 +209,7 @@ class ModelConfig:
     cls_loss: str = "focal"
     head_norm: str = "group"
     head_loss_weights: Optional[Dict[str, float]] = None
+    anchor_aspect_ratios: Optional[List[float]] = None
 
 
 @dataclasses.dataclass

@@ -3,7 +3,7 @@ between datasets and heads, the image size and value ranges (one line per proble
 naming the key)."""
 from typing import TYPE_CHECKING
 
-from effdet_tf.anchors import check_image_size
+from effdet_tf.anchors import check_aspect_ratios, check_image_size
 from effdet_tf.errors import ConfigError
 from effdet_tf.names import check_kind, check_name
 
@@ -74,6 +74,12 @@ def _check_heads(cfg: "ExperimentConfig") -> None:
     if extra:
         raise ConfigError(f"model.head_loss_weights: '{extra[0]}' is not a head "
                           f"(heads: {', '.join(names)})")
+    if cfg.model.anchor_aspect_ratios is not None:
+        check_aspect_ratios(cfg.model.anchor_aspect_ratios, "model.anchor_aspect_ratios")
+    for i, head in enumerate(cfg.heads):
+        if head.options.get("aspect_ratios") is not None:
+            check_aspect_ratios(head.options["aspect_ratios"],
+                                f"heads[{i}].options.aspect_ratios ({head.name})")
 
 
 def check_config(cfg: "ExperimentConfig") -> None:

@@ -26,7 +26,8 @@ class DetectionHead(TaskHead):  # pylint: disable=abstract-method  # add_metric 
     """EfficientDet class net + box net, weights shared across levels, norm per level.
 
     Each net: `num_layers` x (separable conv 3x3 -> norm (one per level) -> swish), then a
-    separable conv to `9 * C` logits (bias `-log((1 - 0.01) / 0.01)`) or `9 * 4` deltas.
+    separable conv to `K * C` logits (bias `-log((1 - 0.01) / 0.01)`) or `K * 4` deltas,
+    `K` anchors per location (9 with EfficientDet's three aspect ratios).
     The prediction convs run in float32 so outputs are float32 under mixed precision.
 
     Args:
@@ -40,10 +41,13 @@ class DetectionHead(TaskHead):  # pylint: disable=abstract-method  # add_metric 
             IoU of the positive's predicted box: `effdet_tf.losses.varifocal_loss`).
         norm: the towers' normalisation: `"batch"` (EfficientDet's BN, the default) or
             `"group"` (per image: `effdet_tf.layers.head_norm`).
+        aspect_ratios: the anchors' width / height ratios at every location and scale;
+            None: EfficientDet's `(1, 2, 0.5)`. Each ratio adds 3 anchors per location
+            (`effdet_tf.anchors.check_aspect_ratios`).
         **kwargs: `keras.layers.Layer` arguments.
 
     Raises:
-        ConfigError: unknown box loss, class loss or norm.
+        ConfigError: unknown box loss, class loss or norm, or bad aspect ratios.
 
     Example:
         >>> head = DetectionHead(num_classes=3, image_size=512, name="fruits")
@@ -52,11 +56,13 @@ class DetectionHead(TaskHead):  # pylint: disable=abstract-method  # add_metric 
 
     loss_components = ("cls_loss", "box_loss")
     target_keys = (schema.BOXES, schema.CLASSES)
-    shared_arguments = ("channels", "num_layers", "box_loss", "cls_loss", "norm")
+    shared_arguments = ("channels", "num_layers", "box_loss", "cls_loss", "norm",
+                        "aspect_ratios")
 
     def __init__(self, *, num_classes: int, image_size: int, channels: int = 64,
                  num_layers: int = 3, box_loss: str = "huber", box_loss_weight=None,
-                 norm: str = "batch", cls_loss: str = "focal", **kwargs) -> None:
+                 norm: str = "batch", cls_loss: str = "focal",
+                 aspect_ratios: Optional[Sequence[float]] = None, **kwargs) -> None:
         super().__init__(num_classes=num_classes, image_size=image_size, **kwargs)
         if box_loss not in BOX_LOSSES:
             raise ConfigError(f"box_loss must be one of {BOX_LOSSES}, got {box_loss!r}")
@@ -68,9 +74,12 @@ class DetectionHead(TaskHead):  # pylint: disable=abstract-method  # add_metric 
         self.num_layers = num_layers
         self.box_loss = box_loss
         self.box_loss_weight = box_loss_weight
-        self.anchors = anchor_lib.generate_anchors(image_size)
+        self.aspect_ratios = anchor_lib.check_aspect_ratios(
+            anchor_lib.ASPECT_RATIOS if aspect_ratios is None else aspect_ratios,
+            f"head {self.name!r}: aspect_ratios")
+        self.anchors = anchor_lib.generate_anchors(image_size, aspect_ratios=self.aspect_ratios)
         self.num_levels = anchor_lib.MAX_LEVEL - anchor_lib.MIN_LEVEL + 1
-        per_loc = anchor_lib.NUM_ANCHORS_PER_LOCATION
+        self.anchors_per_location = per_loc = anchor_lib.NUM_SCALES * len(self.aspect_ratios)
         prefix = self.name
         self.class_convs = [separable_conv(channels, f"{prefix}_class_conv{i}")
                             for i in range(num_layers)]
@@ -114,7 +123,7 @@ class DetectionHead(TaskHead):  # pylint: disable=abstract-method  # add_metric 
         logits: List = []
         deltas: List = []
         for level_index, feature in enumerate(inputs):
-            count = feature.shape[1] * feature.shape[2] * anchor_lib.NUM_ANCHORS_PER_LOCATION
+            count = feature.shape[1] * feature.shape[2] * self.anchors_per_location
             c = self._tower(feature, self.class_convs, self.class_bns, level_index, training)
             logits.append(ops.reshape(self.class_predict(c), (-1, count, self.num_classes)))
             b = self._tower(feature, self.box_convs, self.box_bns, level_index, training)
@@ -127,23 +136,25 @@ class DetectionHead(TaskHead):  # pylint: disable=abstract-method  # add_metric 
 
         `context[ASSIGNER]` picks the rule: "iou" (IoU argmax, the default), "atss", or
         "tal" (task alignment, from this head's own predictions `y_pred`). The first two
-        depend on the boxes only, so one matching serves every detection head; "tal" is
-        kept per head.
+        depend on the boxes and anchors only, so one matching serves every detection head
+        with the same anchors; "tal" is kept per head.
         """
         assigner = context.get(ASSIGNER, "iou")
         if assigner not in ANCHOR_ASSIGNERS:
             raise ConfigError(f"anchor assigner must be one of {ANCHOR_ASSIGNERS}, "
                               f"got {assigner!r}")
-        key = f"anchor_match/{self.name}" if assigner == "tal" else "anchor_match"
+        key = (f"anchor_match/{self.name}" if assigner == "tal"
+               else f"anchor_match/{self.aspect_ratios}")
         if key not in context:
             boxes, classes = y_true[schema.BOXES], y_true[schema.CLASSES]
             if assigner == "tal":
                 context[key] = tal_match(self.anchors, boxes, classes, y_pred["class_logits"],
                                          y_pred["box_deltas"])
             elif assigner == "atss":
-                counts = [anchor_lib.NUM_ANCHORS_PER_LOCATION * side * side
+                counts = [self.anchors_per_location * side * side
                           for side in anchor_lib.level_shapes(self.image_size)]
-                context[key] = atss_match(self.anchors, boxes, classes, level_counts=counts)
+                context[key] = atss_match(self.anchors, boxes, classes, level_counts=counts,
+                                          anchors_per_location=self.anchors_per_location)
             else:
                 context[key] = match_anchors(self.anchors, boxes, classes)
         return context[key]
@@ -172,8 +183,9 @@ class DetectionHead(TaskHead):  # pylint: disable=abstract-method  # add_metric 
             y_true: raw batch labels with `boxes` `[B, M, 4]` and `classes` `[B, M]`.
             y_pred: `{"class_logits", "box_deltas"}` of this head.
             example_mask: float32 `[B]`, 1 for this head's examples.
-            context: per-batch cache; the anchor matching is stored under `"anchor_match"`
-                so several detection heads share it. An optional `"cross_replica_sum"`
+            context: per-batch cache; the anchor matching is stored under
+                `"anchor_match/<aspect ratios>"` so detection heads with the same anchors
+                share it. An optional `"cross_replica_sum"`
                 callable sums a scalar over the replicas of a distributed step: the
                 normaliser is then the global positives + 1, and the losses returned are
                 this replica's share of the global loss (their sum over replicas).
@@ -273,5 +285,6 @@ class DetectionHead(TaskHead):  # pylint: disable=abstract-method  # add_metric 
         config = super().get_config()
         config.update({"channels": self.channels, "num_layers": self.num_layers,
                        "box_loss": self.box_loss, "box_loss_weight": self.box_loss_weight,
-                       "norm": self.norm, "cls_loss": self.cls_loss})
+                       "norm": self.norm, "cls_loss": self.cls_loss,
+                       "aspect_ratios": list(self.aspect_ratios)})
         return config

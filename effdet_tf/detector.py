@@ -106,6 +106,8 @@ class MultiHeadDetector(keras.Model):  # pylint: disable=abstract-method  # Kera
         box_loss: `"huber"` or `"ciou"`.
         head_norm: detection heads' tower normalisation, `"batch"` or `"group"`.
         cls_loss: detection heads' class loss, `"focal"` or `"varifocal"`.
+        anchor_aspect_ratios: detection heads' anchor width / height ratios (None:
+            EfficientDet's 1, 2, 0.5); a head's `aspect_ratios` option overrides it.
         freeze_backbone: backbone non-trainable, its BN in inference mode.
         **kwargs: `keras.Model` arguments (name, ...).
 
@@ -122,7 +124,8 @@ class MultiHeadDetector(keras.Model):  # pylint: disable=abstract-method  # Kera
                  fpn_channels: int = 64, fpn_cells: int = 3, head_layers: int = 3,
                  head_loss_weights: Any = None, box_loss: str = "huber",
                  head_norm: str = "batch", freeze_backbone: bool = False,
-                 cls_loss: str = "focal", **kwargs) -> None:
+                 cls_loss: str = "focal",
+                 anchor_aspect_ratios: Optional[Sequence[float]] = None, **kwargs) -> None:
         specs = normalize_heads(heads)
         anchor_lib.check_image_size(image_size)
         if box_loss not in BOX_LOSSES:
@@ -140,7 +143,8 @@ class MultiHeadDetector(keras.Model):  # pylint: disable=abstract-method  # Kera
         pyramid = build_bifpn(list(features), channels=fpn_channels, cells=fpn_cells)
         head_layers_list = [build_head(spec, image_size=image_size, channels=fpn_channels,
                                        num_layers=head_layers, box_loss=box_loss,
-                                       norm=head_norm, cls_loss=cls_loss)
+                                       norm=head_norm, cls_loss=cls_loss,
+                                       aspect_ratios=anchor_aspect_ratios)
                             for spec in specs]
         sources = {"pyramid": list(pyramid), "backbone_c5": [features[-1]]}
         outputs = {spec.name: head(sources[head.feature_source])
@@ -156,6 +160,8 @@ class MultiHeadDetector(keras.Model):  # pylint: disable=abstract-method  # Kera
         self.box_loss = box_loss
         self.cls_loss = cls_loss
         self.head_norm = head_norm
+        self.anchor_aspect_ratios = (None if anchor_aspect_ratios is None
+                                     else [float(r) for r in anchor_aspect_ratios])
         self.freeze_backbone = freeze_backbone
         self._specs = tuple(specs)
         # Distributed training (train/strategy.py) sets a callable summing a scalar over
@@ -333,6 +339,7 @@ class MultiHeadDetector(keras.Model):  # pylint: disable=abstract-method  # Kera
             "box_loss": self.box_loss,
             "cls_loss": self.cls_loss,
             "head_norm": self.head_norm,
+            "anchor_aspect_ratios": self.anchor_aspect_ratios,
             "freeze_backbone": self.freeze_backbone,
         }
 
@@ -364,12 +371,14 @@ def _load_backbone_weights(backbone: keras.Model, path: str) -> None:
     load_backbone_weights(backbone, path)
 
 
-def build_detector(*, heads: HeadsArg, image_size: int = 512,
+def build_detector(*, heads: HeadsArg, image_size: int = 512,  # pylint: disable=too-many-arguments  # one keyword per ModelConfig setting
                    backbone: Union[str, keras.Model] = "cspdarknet53",
                    freeze_backbone: bool = False, backbone_weights: Optional[str] = None,
                    fpn_channels: int = 64, fpn_cells: int = 3, head_layers: int = 3,
                    head_loss_weights: Any = None, box_loss: str = "huber",
-                   head_norm: str = "batch", cls_loss: str = "focal") -> MultiHeadDetector:
+                   head_norm: str = "batch", cls_loss: str = "focal",
+                   anchor_aspect_ratios: Optional[Sequence[float]] = None
+                   ) -> MultiHeadDetector:
     """Builds the multi-head EfficientDet-D0 detector.
 
     Args:
@@ -389,6 +398,8 @@ def build_detector(*, heads: HeadsArg, image_size: int = 512,
             (per image, independent of the batch: FCOS / ATSS heads).
         cls_loss: detection heads' class loss: `"focal"` (automl) or `"varifocal"`
             (IoU-aware class scores: VarifocalNet).
+        anchor_aspect_ratios: detection heads' anchor width / height ratios (None:
+            EfficientDet's 1, 2, 0.5; each ratio is 3 anchors per location).
 
     Returns:
         A `MultiHeadDetector`.
@@ -419,4 +430,5 @@ def build_detector(*, heads: HeadsArg, image_size: int = 512,
                              fpn_channels=fpn_channels, fpn_cells=fpn_cells,
                              head_layers=head_layers, head_loss_weights=head_loss_weights,
                              box_loss=box_loss, head_norm=head_norm, cls_loss=cls_loss,
+                             anchor_aspect_ratios=anchor_aspect_ratios,
                              freeze_backbone=freeze_backbone)

@@ -13,7 +13,7 @@ checks the contract for every registered kind.
 """
 import dataclasses
 import importlib
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import keras
 
@@ -190,7 +190,8 @@ def import_head_kinds() -> None:
 
 
 def build_head(spec: HeadSpec, *, image_size: int, channels: int, num_layers: int,
-               box_loss: str, norm: str = "batch", cls_loss: str = "focal") -> TaskHead:
+               box_loss: str, norm: str = "batch", cls_loss: str = "focal",
+               aspect_ratios: Optional[Sequence[float]] = None) -> TaskHead:
     """Builds the head a spec asks for.
 
     Args:
@@ -201,6 +202,7 @@ def build_head(spec: HeadSpec, *, image_size: int, channels: int, num_layers: in
         box_loss: box loss of detection heads.
         norm: tower normalisation of detection heads (`"batch"` or `"group"`).
         cls_loss: class loss of detection heads (`"focal"` or `"varifocal"`).
+        aspect_ratios: anchor aspect ratios of detection heads (None: EfficientDet's).
 
     Only the shared arguments the kind lists in `shared_arguments` are passed to it.
 
@@ -216,7 +218,7 @@ def build_head(spec: HeadSpec, *, image_size: int, channels: int, num_layers: in
     """
     kind = head_class(spec.kind)
     shared = {"channels": channels, "num_layers": num_layers, "box_loss": box_loss,
-              "norm": norm, "cls_loss": cls_loss}
+              "norm": norm, "cls_loss": cls_loss, "aspect_ratios": aspect_ratios}
     arguments = {"num_classes": spec.num_classes, "image_size": image_size,
                  **{k: v for k, v in shared.items() if k in kind.shared_arguments},
                  **spec.options, "name": spec.name}

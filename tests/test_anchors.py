@@ -47,3 +47,37 @@ def test_order_levels_then_y_then_x():
 def test_bad_size(size):
     with pytest.raises(ConfigError, match="multiple of 128"):
         anchors.generate_anchors(size)
+
+
+def test_check_aspect_ratios_accepts_and_names_the_key():
+    assert anchors.check_aspect_ratios([1, 2, 0.5, 4, 0.25]) == (1.0, 2.0, 0.5, 4.0, 0.25)
+    for bad, message in (([], "non-empty list"), ("1,2", "non-empty list"),
+                         ([1, 0], "0 is not a positive"), ([1, -2], "-2 is not a positive"),
+                         ([1, float("inf")], "inf is not a positive"),
+                         ([1, True], "True is not a positive"), ([2, 2.0], "given twice")):
+        with pytest.raises(ConfigError, match=f"^model.anchor_aspect_ratios: .*{message}"):
+            anchors.check_aspect_ratios(bad, "model.anchor_aspect_ratios")
+
+
+def _area(boxes):
+    return (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
+
+
+def _best_iou(box, candidates):
+    """IoU of one xyxy box with each candidate anchor."""
+    lo = np.maximum(box[:2], candidates[:, :2])
+    hi = np.minimum(box[2:], candidates[:, 2:])
+    inter = np.prod(np.clip(hi - lo, 0, None), axis=1)
+    return inter / (_area(box) + _area(candidates) - inter)
+
+
+def test_extra_aspect_ratios_cover_tall_and_wide_boxes():
+    """Ratios 4 and 1/4 add 6 anchors per location and fit a curtain-like box (16 x 64 px,
+    4 times as tall as wide, centred on a P3 location) and its wide twin exactly, where the
+    best of the default three ratios (the 2:1 one) overlaps them by about half."""
+    five = anchors.generate_anchors(128, aspect_ratios=(1.0, 2.0, 0.5, 4.0, 0.25))
+    assert five.shape == (15 * (16 * 16 + 8 * 8 + 4 * 4 + 2 * 2 + 1), 4)
+    three = anchors.generate_anchors(128)
+    for box in (np.array([52.0, 28.0, 68.0, 92.0]), np.array([28.0, 52.0, 92.0, 68.0])):
+        assert _best_iou(box, three).max() < 0.6
+        assert _best_iou(box, five).max() > 0.99
