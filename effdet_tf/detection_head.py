@@ -185,10 +185,10 @@ class DetectionHead(TaskHead):  # pylint: disable=abstract-method  # add_metric 
             example_mask: float32 `[B]`, 1 for this head's examples.
             context: per-batch cache; the anchor matching is stored under
                 `"anchor_match/<aspect ratios>"` so detection heads with the same anchors
-                share it. An optional `"cross_replica_sum"`
-                callable sums a scalar over the replicas of a distributed step: the
-                normaliser is then the global positives + 1, and the losses returned are
-                this replica's share of the global loss (their sum over replicas).
+                share it. An optional `"cross_replica_sum"` callable sums a scalar over
+                the replicas of a distributed step: the normaliser is then the global
+                positives + 1, and the losses returned are this replica's share of the
+                global loss (their sum over replicas).
 
         Returns:
             `{"cls_loss": scalar, "box_loss": scalar}` (box loss already weighted).
