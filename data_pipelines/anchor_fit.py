@@ -9,14 +9,13 @@ recall" check, per class. `python -m data_pipelines.inspect` prints it for the c
 anchors and for wider ones (`model.anchor_aspect_ratios`, docs/design.md).
 """
 import os
-from typing import Any, List, Sequence
+from typing import Any, List, Optional, Sequence
 
 import numpy as np
 import pandas as pd
 import tensorflow as tf
 
 from data_pipelines.decode import letterbox_geometry
-
 from effdet_tf.anchors import ASPECT_RATIOS, generate_anchors
 
 POSITIVE_IOU = 0.5
@@ -120,20 +119,23 @@ def anchor_fit(catalog: Any, image_size: int,
 
 
 def anchor_fit_lines(catalog: Any, image_size: int,
-                     aspect_ratios: Sequence[float] = ASPECT_RATIOS) -> List[str]:
+                     aspect_ratios: Sequence[float] = ASPECT_RATIOS,
+                     fit: Optional[pd.DataFrame] = None) -> List[str]:
     """The report's line about anchor fit (detection datasets; none for other kinds).
 
     Args:
         catalog: the dataset catalog.
         image_size: the model's input side (`data.image_size`).
         aspect_ratios: the config's anchor ratios (`model.anchor_aspect_ratios`).
+        fit: `anchor_fit(catalog, image_size, aspect_ratios)` when already computed.
 
     Returns:
         One or two markdown bullet lines, or none when there are no training boxes.
     """
     if catalog.kind != "detection":
         return []
-    fit = anchor_fit(catalog, image_size, aspect_ratios)
+    if fit is None:
+        fit = anchor_fit(catalog, image_size, aspect_ratios)
     if not fit.loc["all", "boxes"]:
         return []
     classes = fit.drop(index="all").dropna()
@@ -167,9 +169,11 @@ def write_anchor_fit(catalog: Any, folder: str, image_size: int,
     Returns:
         `anchor_fit_lines`.
     """
-    lines = anchor_fit_lines(catalog, image_size, aspect_ratios)
+    if catalog.kind != "detection":
+        return []
+    fit = anchor_fit(catalog, image_size, aspect_ratios)
+    lines = anchor_fit_lines(catalog, image_size, aspect_ratios, fit)
     if lines:
         os.makedirs(folder, exist_ok=True)
-        anchor_fit(catalog, image_size, aspect_ratios).round(4).to_csv(
-            os.path.join(folder, "anchor_fit.csv"))
+        fit.round(4).to_csv(os.path.join(folder, "anchor_fit.csv"))
     return lines
