@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from data_pipelines.decode import letterbox_geometry
 from effdet_tf.anchors import ASPECT_RATIOS, generate_anchors
+from effdet_tf.targets import pairwise_iou
 
 POSITIVE_IOU = 0.5
 # The wider set the report compares with: 4:1 and 1:4 besides EfficientDet's three.
@@ -65,16 +66,6 @@ def letterboxed_boxes(catalog: Any, image_size: int, split: str = "train") -> pd
     return frame[keep].reset_index(drop=True)
 
 
-def _iou(boxes: np.ndarray, anchors: np.ndarray) -> np.ndarray:
-    """IoU `[N, A]` of xyxy boxes with xyxy anchors."""
-    lo = np.maximum(boxes[:, None, :2], anchors[None, :, :2])
-    hi = np.minimum(boxes[:, None, 2:], anchors[None, :, 2:])
-    inter = np.prod(np.clip(hi - lo, 0.0, None), axis=-1)
-    area_b = np.prod(boxes[:, 2:] - boxes[:, :2], axis=-1)
-    area_a = np.prod(anchors[:, 2:] - anchors[:, :2], axis=-1)
-    return inter / (area_b[:, None] + area_a[None, :] - inter)
-
-
 def anchor_fit(catalog: Any, image_size: int,
                aspect_ratios: Sequence[float] = ASPECT_RATIOS,
                split: str = "train", chunk: int = 128) -> pd.DataFrame:
@@ -85,7 +76,8 @@ def anchor_fit(catalog: Any, image_size: int,
         image_size: the model's input side.
         aspect_ratios: the anchors' width / height ratios (3 scales each).
         split: the split whose boxes are measured.
-        chunk: boxes per IoU block (memory: `chunk x anchors` floats).
+        chunk: boxes per IoU block (memory: `chunk x anchors` floats); the IoU is the
+            anchor matching's own (`effdet_tf.targets.pairwise_iou`).
 
     Returns:
         Index = class names, then `all`; columns `boxes`, `median_aspect` (width /
@@ -99,7 +91,7 @@ def anchor_fit(catalog: Any, image_size: int,
     best = np.zeros(len(xyxy))
     count = np.zeros(len(xyxy))
     for start in range(0, len(xyxy), chunk):
-        iou = _iou(xyxy[start:start + chunk], anchors)
+        iou = np.asarray(pairwise_iou(anchors, xyxy[None, start:start + chunk]))[0].T
         best[start:start + chunk] = iou.max(axis=1)
         count[start:start + chunk] = (iou >= POSITIVE_IOU).sum(axis=1)
     category = frame["category"].to_numpy(dtype=np.int64)

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from effdet_tf import anchors
+from effdet_tf.targets import pairwise_iou
 from effdet_tf.errors import ConfigError
 
 
@@ -59,16 +60,9 @@ def test_check_aspect_ratios_accepts_and_names_the_key():
             anchors.check_aspect_ratios(bad, "model.anchor_aspect_ratios")
 
 
-def _area(boxes):
-    return (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
-
-
 def _best_iou(box, candidates):
-    """IoU of one xyxy box with each candidate anchor."""
-    lo = np.maximum(box[:2], candidates[:, :2])
-    hi = np.minimum(box[2:], candidates[:, 2:])
-    inter = np.prod(np.clip(hi - lo, 0, None), axis=1)
-    return inter / (_area(box) + _area(candidates) - inter)
+    """IoU of one xyxy box with each candidate anchor (the matcher's IoU)."""
+    return np.asarray(pairwise_iou(candidates, np.asarray(box, np.float32)[None, None]))[0, :, 0]
 
 
 def test_extra_aspect_ratios_cover_tall_and_wide_boxes():
