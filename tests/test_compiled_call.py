@@ -56,10 +56,27 @@ def test_jax_passes_are_traced_once_and_match_the_eager_model():
 
 
 def test_passes_are_cached_per_model_under_tensorflow():
-    """One traced pass per model and kind; inference is the model's eager call."""
-    model, other = _model(), _model()
+    """One traced pass per model and kind; under TensorFlow inference is a tf.function
+    that traces at most twice (a second batch size relaxes the shape), whatever the
+    number of batches, with the eager call's outputs."""
+    import keras  # pylint: disable=import-outside-toplevel  # after the backend is set
+
+    calls = []  # Python runs the Lambda once per trace, or once per eager call
+
+    def count(inputs):
+        calls.append(1)
+        return inputs
+
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Lambda(count)(inputs)))
+    other = _model()
     assert statistics_pass(model) is statistics_pass(model)
     assert statistics_pass(model) is not statistics_pass(other)
-    images = np.ones((2, 4), np.float32)
-    np.testing.assert_allclose(np.asarray(inference(model)(images)),
-                               np.asarray(model(images, training=False)))
+    assert inference(model) is inference(model)
+    rng = np.random.default_rng(0)
+    batches = [rng.normal(size=(size, 4)).astype("float32") for size in (8, 8, 5, 8, 3, 8)]
+    del calls[:]  # building the model ran it once
+    outputs = [np.asarray(inference(model)(batch)) for batch in batches]
+    assert len(calls) == 2
+    for batch, out in zip(batches, outputs):
+        np.testing.assert_allclose(out, np.asarray(model(batch, training=False)), atol=1e-6)

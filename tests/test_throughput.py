@@ -120,8 +120,10 @@ def test_throughput_between_epoch_rows(tmp_path_factory, tmp_path):
     rows = json.loads(out.read_text(encoding="utf-8"))["variants"]["all heads: shapes, signs"]
     timed = ["BN refresh", "validation pass", "weights write (last or best)",
              "resume backup write (weights + optimizer, previous kept)",
-             "test-split detections (first head)"]
+             "test-split detections (first head)", "evaluation forward, one batch, traced",
+             "evaluation forward, one batch, eager call (reference)"]
     assert [name for name in rows if name in timed] == timed
     assert all(rows[name]["seconds"] > 0 for name in timed)
+    assert rows["evaluation forward: traced speed / eager speed"]["ratio"] > 0
     assert rows["model"]["train_gflops_per_image"] > 0
     assert not list(tmp_path.glob("**/*.weights.h5"))

@@ -5,9 +5,13 @@ from typing import Any, Dict, Sequence
 from data_pipelines.sample_data import ensure_sample_data
 from effdet_tf.config import ExperimentConfig, config_from_dict
 
+# One BiFPN cell and head layer (tests/test_bifpn.py and tests/test_detector.py cover the
+# full stacks), and two batches of BN statistics after training and before each
+# validation (the defaults, 32 and 8, re-read the 16 training images many times at batch 4).
 TINY = ["data.image_size=128", "train.batch_size=4", "train.steps_per_epoch=2",
         "train.epochs=2", "eval.batch_size=8", "train.optimizer=sgd",
-        "train.learning_rate=0.01"]
+        "train.learning_rate=0.01", "train.precise_bn_steps=2", "train.refresh_bn_steps=2",
+        "model.fpn_cells=1", "model.head_layers=1"]
 
 
 def tiny_config(data_dir: str, run_dir: Any, extra: Sequence[str] = ()) -> ExperimentConfig:

@@ -109,6 +109,7 @@ def predict_images(detector: Any, images: Sequence[np.ndarray], image_size: int,
 
     from data_pipelines.decode import letterbox
     from effdet_tf import nms_tf
+    from train.compiled_call import inference
 
     framed, geometry = [], []
     for image in images:
@@ -117,7 +118,7 @@ def predict_images(detector: Any, images: Sequence[np.ndarray], image_size: int,
                                             image_size)
         framed.append(frame)
         geometry.append((scale_xy, pad_xy, [height, width]))
-    outputs = detector(tf.stack(framed), training=False)
+    outputs = inference(detector)(tf.stack(framed))
     found = nms_tf.postprocess(detector, outputs, score_threshold=score_threshold,
                                iou_threshold=iou_threshold, max_detections=max_detections)
     per_image: List[List[Dict[str, Any]]] = [[] for _ in images]

@@ -18,7 +18,11 @@ steps each, after one warm-up window that also compiles):
   (`train.refresh_bn_steps` batches of statistics, the validation loss;
   `train.save_interval_s` says which epochs write the last weights and backup), and
   `test-split detections`: the evaluation loop's forward passes and NMS over one
-  dataset's test split (second calls; the first, which compiles, is shown beside).
+  dataset's test split (second calls; the first, which compiles, is shown beside);
+  `evaluation forward`: one batch of `eval.batch_size` images through the traced pass
+  that evaluation and prediction use (`train.compiled_call.inference`) and through the
+  model's eager call, the reference (medians of 5 calls after the first), and their
+  ratio.
 
 Then the training FLOPs per image (3 x the forward multiply-adds of
 `effdet_tf.model_stats`, x 2) give the achieved TFLOP/s and its share of the device's
@@ -177,8 +181,11 @@ def _time_epoch_extras(cfg: ExperimentConfig, trainer: Any, detector: Any,
     """Seconds of the per-epoch BN refresh, validation pass and checkpoint writes, and the
     evaluation speed."""
     # pylint: disable=import-outside-toplevel  # heavy
+    import numpy as np
+
     from train import data as data_lib
     from train.callbacks import EpochBackupAndRestore, atomic_save_weights
+    from train.compiled_call import inference
     from train.evaluate import predict_head
     from train.precise_bn import recalibrate_batchnorm
 
@@ -199,18 +206,41 @@ def _time_epoch_extras(cfg: ExperimentConfig, trainer: Any, detector: Any,
         "test-split detections (first head)": lambda: predict_head(
             detector, cfg, cfg.head_datasets(cfg.head_names[0])[0], "test",
             cfg.head_names[0]),
+        # the content of the images does not change the work of a forward pass
+        "evaluation forward, one batch, traced": lambda: _fetch(inference(detector)(images)),
+        "evaluation forward, one batch, eager call (reference)": lambda: _fetch(detector(
+            images, training=False)),
     }
+    images = np.random.default_rng(0).uniform(
+        0, 255, (cfg.eval.batch_size, cfg.data.image_size, cfg.data.image_size, 3)
+    ).astype("float32")
+    seconds = {}
     try:
         for name, work in parts.items():
+            # the first call traces / compiles; a forward pass is short: the median of 5
+            calls = 6 if name.startswith("evaluation forward") else 2
             times = []
-            for _ in range(2):  # the first call traces / compiles
+            for _ in range(calls):
                 start = time.perf_counter()
                 work()
                 times.append(time.perf_counter() - start)
-            report(name, {"seconds": round(times[1], 2),
+            seconds[name] = statistics.median(times[1:])
+            report(name, {"seconds": round(seconds[name], 3 if calls > 2 else 2),
                           "first_call_seconds": round(times[0], 1)})
+        traced, eager = (seconds[n] for n in list(parts)[-2:])
+        report("evaluation forward: traced speed / eager speed",
+               {"ratio": round(eager / traced, 2)})
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _fetch(outputs: Any) -> Any:
+    """The outputs as numpy arrays: the timed work ends when the results are on the host
+    (JAX dispatches asynchronously)."""
+    import keras  # pylint: disable=import-outside-toplevel  # backend set by the caller
+    import numpy as np  # pylint: disable=import-outside-toplevel  # beside keras
+
+    return keras.tree.map_structure(np.asarray, outputs)
 
 
 def format_rows(label: str, rows: Dict[str, Dict[str, Any]], peak: Optional[float]) -> str:
