@@ -38,6 +38,8 @@ import tempfile
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
+import numpy as np
+
 from effdet_tf.cli import make_parser, run_cli
 from effdet_tf.config import ExperimentConfig, load_config
 
@@ -176,12 +178,16 @@ def measure(cfg: ExperimentConfig, *, steps: int, windows: int,
     _time_epoch_extras(cfg, trainer, detector, report)
 
 
+TRACED = "evaluation forward, one batch, traced"
+EAGER = "evaluation forward, one batch, eager call (reference)"
+
+
 def _time_epoch_extras(cfg: ExperimentConfig, trainer: Any, detector: Any,
                        report: Callable[[str, Dict[str, Any]], None]) -> None:
     """Seconds of the per-epoch BN refresh, validation pass and checkpoint writes, and the
     evaluation speed."""
     # pylint: disable=import-outside-toplevel  # heavy
-    import numpy as np
+    import keras
 
     from train import data as data_lib
     from train.callbacks import EpochBackupAndRestore, atomic_save_weights
@@ -194,53 +200,45 @@ def _time_epoch_extras(cfg: ExperimentConfig, trainer: Any, detector: Any,
     folder = tempfile.mkdtemp(prefix="throughput_")
     backup = EpochBackupAndRestore(os.path.join(folder, "backup"), double_checkpoint=True)
     backup.set_model(trainer)
-    parts = {
-        "BN refresh": lambda: recalibrate_batchnorm(
-            detector, clean, steps=cfg.train.refresh_bn_steps, progress=False),
-        "validation pass": lambda: trainer.evaluate(val, verbose=0),
-        # train.fit writes these at the end of an epoch (train.save_interval_s)
-        "weights write (last or best)": lambda: atomic_save_weights(
-            detector, os.path.join(folder, "last.weights.h5")),
-        "resume backup write (weights + optimizer, previous kept)": lambda: (
-            backup.on_epoch_end(0, {})),
-        "test-split detections (first head)": lambda: predict_head(
-            detector, cfg, cfg.head_datasets(cfg.head_names[0])[0], "test",
-            cfg.head_names[0]),
-        # the content of the images does not change the work of a forward pass
-        "evaluation forward, one batch, traced": lambda: _fetch(inference(detector)(images)),
-        "evaluation forward, one batch, eager call (reference)": lambda: _fetch(detector(
-            images, training=False)),
-    }
+    # the content of the images does not change the work of a forward pass
     images = np.random.default_rng(0).uniform(
         0, 255, (cfg.eval.batch_size, cfg.data.image_size, cfg.data.image_size, 3)
     ).astype("float32")
+
+    def fetched(outputs):  # the work ends when the results are on the host (JAX is async)
+        return keras.tree.map_structure(keras.ops.convert_to_numpy, outputs)
+
+    # name: (work, calls); the first call traces / compiles and the rest are timed (median)
+    parts = {
+        "BN refresh": (lambda: recalibrate_batchnorm(
+            detector, clean, steps=cfg.train.refresh_bn_steps, progress=False), 2),
+        "validation pass": (lambda: trainer.evaluate(val, verbose=0), 2),
+        # train.fit writes these at the end of an epoch (train.save_interval_s)
+        "weights write (last or best)": (lambda: atomic_save_weights(
+            detector, os.path.join(folder, "last.weights.h5")), 2),
+        "resume backup write (weights + optimizer, previous kept)": (
+            lambda: backup.on_epoch_end(0, {}), 2),
+        "test-split detections (first head)": (lambda: predict_head(
+            detector, cfg, cfg.head_datasets(cfg.head_names[0])[0], "test",
+            cfg.head_names[0]), 2),
+        TRACED: (lambda: fetched(inference(detector)(images)), 6),
+        EAGER: (lambda: fetched(detector(images, training=False)), 6),
+    }
     seconds = {}
     try:
-        for name, work in parts.items():
-            # the first call traces / compiles; a forward pass is short: the median of 5
-            calls = 6 if name.startswith("evaluation forward") else 2
+        for name, (work, calls) in parts.items():
             times = []
             for _ in range(calls):
-                start = time.perf_counter()
+                begin = time.perf_counter()
                 work()
-                times.append(time.perf_counter() - start)
+                times.append(time.perf_counter() - begin)
             seconds[name] = statistics.median(times[1:])
             report(name, {"seconds": round(seconds[name], 3 if calls > 2 else 2),
                           "first_call_seconds": round(times[0], 1)})
-        traced, eager = (seconds[n] for n in list(parts)[-2:])
         report("evaluation forward: traced speed / eager speed",
-               {"ratio": round(eager / traced, 2)})
+               {"ratio": round(seconds[EAGER] / seconds[TRACED], 2)})
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-
-
-def _fetch(outputs: Any) -> Any:
-    """The outputs as numpy arrays: the timed work ends when the results are on the host
-    (JAX dispatches asynchronously)."""
-    import keras  # pylint: disable=import-outside-toplevel  # backend set by the caller
-    import numpy as np  # pylint: disable=import-outside-toplevel  # beside keras
-
-    return keras.tree.map_structure(np.asarray, outputs)
 
 
 def format_rows(label: str, rows: Dict[str, Dict[str, Any]], peak: Optional[float]) -> str:
