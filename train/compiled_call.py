@@ -12,9 +12,9 @@ pass once per model (and input shape) instead:
   smaller than the largest seen is padded to it, so a split's last batch does not
   compile the pass again); a `tf.function` under TensorFlow (`reduce_retracing`: a
   second batch shape traces once more, with the batch size left open, and no later
-  shape traces again). On a 2-core CPU the traced pass is 3.15x the eager call's speed
-  at 128 px and 1.75x at 512 px (docs/results.md, "Evaluation and prediction speed
-  under TensorFlow").
+  shape traces again). On a 2-core CPU the traced pass is 4.4x the eager call's speed
+  at 128 px (median of four runs, 3.15-4.55x) and 1.75-1.78x at 512 px
+  (docs/results.md, "Evaluation and prediction speed under TensorFlow").
 
 The BN momentum (and any other Python attribute a layer reads) is read when a pass is
 traced: set it before the first call.
