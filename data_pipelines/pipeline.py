@@ -66,12 +66,17 @@ def _select_train_keys(batch: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
             if k in schema.EXAMPLE_KEYS or schema.is_image_label_key(k)}
 
 
-def add_head_mask(batch: Dict[str, tf.Tensor], routes: Routes) -> Dict[str, tf.Tensor]:
-    """Adds `head_mask` `[B, H]`: row `dataset_id` of the `[datasets][heads]` route table."""
+def add_head_mask(batch: Dict[str, tf.Tensor], routes: Routes,
+                  background: Routes = None) -> Dict[str, tf.Tensor]:
+    """Adds `head_mask` `[B, H]`: row `dataset_id` of the `[datasets][heads]` route table,
+    and `background_mask` `[B, H]` the same way from the `background` table when given."""
     if routes is None:
         return batch
-    table = tf.constant(routes, tf.float32)
-    return {**batch, schema.HEAD_MASK: tf.gather(table, batch[schema.DATASET_ID])}
+    out = dict(batch)
+    for key, table in ((schema.HEAD_MASK, routes), (schema.BACKGROUND_MASK, background)):
+        if table is not None:
+            out[key] = tf.gather(tf.constant(table, tf.float32), batch[schema.DATASET_ID])
+    return out
 
 
 def build_train_dataset(  # pylint: disable=too-many-arguments  # keyword-only settings
@@ -79,7 +84,7 @@ def build_train_dataset(  # pylint: disable=too-many-arguments  # keyword-only s
         seed: int, weights: Optional[Sequence[float]] = None,
         one_dataset_per_batch: bool = False, augmenter: Optional[Augmenter] = None,
         split: str = "train", on_corrupt: str = "fail", validate: bool = True,
-        class_names: ClassLists = None, routes: Routes = None,
+        class_names: ClassLists = None, routes: Routes = None, background: Routes = None,
         label_heads: LabelHeads = None) -> tf.data.Dataset:
     """Infinite batched raw batches mixed from several datasets of any format.
 
@@ -100,12 +105,15 @@ def build_train_dataset(  # pylint: disable=too-many-arguments  # keyword-only s
             each source still checks itself (and raises) as its pipeline is built.
         class_names: see `build_sources`.
         routes: `[datasets][heads]` 0/1 table; adds `head_mask` (None: no mask).
+        background: `[datasets][heads]` 0/1 table of the heads each dataset is background
+            for; adds `background_mask` (with `routes`; None: no such key).
         label_heads: `{head: classes}` of the image-level heads: every example gets their
             `labels/<head>` and `label_mask/<head>` (zero where its source has none).
 
     Returns:
         A dataset of dicts with `images`, `boxes`, `classes`, `dataset_id`, the label
-        keys of `label_heads` (and `head_mask` with `routes`).
+        keys of `label_heads` (and `head_mask` with `routes`, `background_mask` with
+        `background`).
 
     Raises:
         DataError: listing every problem of every dataset.
@@ -131,13 +139,13 @@ def build_train_dataset(  # pylint: disable=too-many-arguments  # keyword-only s
         ds = ds.enumerate().map(augment, num_parallel_calls=tf.data.AUTOTUNE,
                                 deterministic=True)
     if routes is not None:
-        ds = ds.map(lambda batch: add_head_mask(batch, routes))
+        ds = ds.map(lambda batch: add_head_mask(batch, routes, background))
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
 def build_eval_dataset(dataset: Any, dataset_id: int, *, split: str, image_size: int,
                        max_boxes: int, batch_size: int, class_names: Optional[List[str]] = None,
-                       routes: Routes = None,
+                       routes: Routes = None, background: Routes = None,
                        label_heads: LabelHeads = None) -> Tuple[tf.data.Dataset, Source]:
     """A finite, ordered evaluation pipeline of one dataset (every image once, with meta).
 
@@ -150,6 +158,7 @@ def build_eval_dataset(dataset: Any, dataset_id: int, *, split: str, image_size:
         batch_size: examples per batch (the last batch may be smaller).
         class_names: the class list of the head it trains (see `open_source`).
         routes: `[datasets][heads]` table; adds `head_mask` (None: no mask).
+        background: see `build_train_dataset`.
         label_heads: see `build_train_dataset`.
 
     Returns:
@@ -165,5 +174,5 @@ def build_eval_dataset(dataset: Any, dataset_id: int, *, split: str, image_size:
     ds = source.dataset(image_size, max_boxes, shuffle=False, repeat=False, with_meta=True)
     ds = ds.map(lambda ex: complete_example(ex, label_heads, keep_meta=True)).batch(batch_size)
     if routes is not None:
-        ds = ds.map(lambda batch: add_head_mask(batch, routes))
+        ds = ds.map(lambda batch: add_head_mask(batch, routes, background))
     return ds.prefetch(tf.data.AUTOTUNE), source

@@ -39,6 +39,7 @@ BOXES = "boxes"
 CLASSES = "classes"
 DATASET_ID = "dataset_id"
 HEAD_MASK = "head_mask"
+BACKGROUND_MASK = "background_mask"
 
 FIELDS: Dict[str, Field] = {
     IMAGES: Field("uint8", ("B", "S", "S", "3"), None,
@@ -50,6 +51,9 @@ FIELDS: Dict[str, Field] = {
     DATASET_ID: Field("int32", ("B",), None, "index of the example's dataset in the config"),
     HEAD_MASK: Field("float32", ("B", "H"), 0.0,
                      "1 where the example's labels train the head (its dataset's routes)"),
+    BACKGROUND_MASK: Field("float32", ("B", "H"), 0.0,
+                           "1 where the example trains the detection head as background "
+                           "only (its dataset's `background_for`); absent when none does"),
 }
 
 # Image-level targets, one key per head: `labels/<head>` float32 [B, C] (one-hot or
@@ -87,7 +91,7 @@ AUGMENTED_KEYS = (IMAGES, BOXES, CLASSES, DATASET_ID)
 # Keys every training example carries (what a source yields, before routing).
 EXAMPLE_KEYS = (IMAGES, BOXES, CLASSES, DATASET_ID)
 # Keys that route examples to heads; always part of the targets.
-ROUTING_KEYS = (DATASET_ID, HEAD_MASK)
+ROUTING_KEYS = (DATASET_ID, HEAD_MASK, BACKGROUND_MASK)
 # What the detection heads read; the union over the registered kinds' `target_keys`.
 TARGET_KEYS = (BOXES, CLASSES) + ROUTING_KEYS
 

@@ -73,6 +73,11 @@ class DatasetConfig:  # pylint: disable=too-many-instance-attributes  # one fiel
         exclude: a text file listing images to leave out of every split, one path below
             `root` a line (`#` starts a comment), as `python -m data_pipelines.inspect`
             writes it; the files themselves are not touched. Empty: none.
+        background_for: detection heads whose objects never appear in this dataset's
+            images: they train those heads as background (every anchor a negative, the
+            dataset's own boxes ignored), as one merged detector trained on both sets
+            would see them. Null: none. Only for data that truly holds none of those
+            objects: an unlabelled one is learned as background.
     """
 
     name: str = ""
@@ -88,6 +93,7 @@ class DatasetConfig:  # pylint: disable=too-many-instance-attributes  # one fiel
     split_column: str = "split"
     weight: float = 1.0
     exclude: str = ""
+    background_for: Optional[List[str]] = None
 
     def paths(self, split: str) -> Tuple[str, str]:
         """Returns `(annotation_file, image_dir)` of a split (coco)."""
@@ -368,6 +374,16 @@ class ExperimentConfig:
         return [[1.0 if name in self.dataset_heads(d) else 0.0 for name in names]
                 for d in self.data.datasets]
 
+    @property
+    def background_routes(self) -> Optional[List[List[float]]]:
+        """`[datasets][heads]` 0/1 table: 1 where the dataset's images train the head as
+        background only (`background_for`); None when no dataset sets it."""
+        if not any(d.background_for for d in self.data.datasets):
+            return None
+        names = self.head_names
+        return [[1.0 if name in (d.background_for or []) else 0.0 for name in names]
+                for d in self.data.datasets]
+
     def with_heads(self, names: Sequence[str]) -> "ExperimentConfig":
         """A copy with only the heads `names` and the datasets that train them.
 
@@ -384,6 +400,8 @@ class ExperimentConfig:
         for dataset in new.data.datasets:
             if dataset.heads:
                 dataset.heads = [h for h in dataset.heads if h in keep]
+            if dataset.background_for:
+                dataset.background_for = [h for h in dataset.background_for if h in keep] or None
         if new.model.head_loss_weights:
             new.model.head_loss_weights = {k: v for k, v in new.model.head_loss_weights.items()
                                            if k in keep} or None

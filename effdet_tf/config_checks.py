@@ -82,6 +82,20 @@ def _check_heads(cfg: "ExperimentConfig") -> None:
                                 f"heads[{i}].options.aspect_ratios ({head.name})")
 
 
+def _check_background(cfg: "ExperimentConfig") -> None:
+    detection = [h.name for h in cfg.head_configs if h.kind == "detection"]
+    for i, dataset in enumerate(cfg.data.datasets):
+        for head in dataset.background_for or []:
+            if head not in detection:
+                raise ConfigError(f"data.datasets[{i}].background_for: '{head}' is not a "
+                                  "detection head of this config (detection heads: "
+                                  f"{', '.join(detection) or 'none'})")
+            if head in cfg.dataset_heads(dataset):
+                raise ConfigError(f"data.datasets[{i}].background_for: dataset "
+                                  f"'{dataset.name}' labels head '{head}'; it cannot also be "
+                                  "its background")
+
+
 def check_config(cfg: "ExperimentConfig") -> None:
     """Checks what the types alone do not: names, formats, routes, sizes, ranges.
 
@@ -90,6 +104,7 @@ def check_config(cfg: "ExperimentConfig") -> None:
     """
     _check_datasets(cfg)
     _check_heads(cfg)
+    _check_background(cfg)
     try:
         check_image_size(cfg.data.image_size)
     except ConfigError as err:

@@ -13,8 +13,8 @@ from effdet_tf import losses
 from effdet_tf.box_coder import decode_boxes
 from effdet_tf.atss import atss_match
 from effdet_tf.errors import ConfigError
-from effdet_tf.heads import (ANCHOR_ASSIGNERS, ASSIGNER, BOX_LOSSES, CLS_LOSSES,
-                             PRIOR_PROBABILITY, SHARED_POSITIVES, TaskHead, TensorLike)
+from effdet_tf.heads import (ANCHOR_ASSIGNERS, ASSIGNER, BACKGROUND_MASKS, BOX_LOSSES,
+                             CLS_LOSSES, PRIOR_PROBABILITY, SHARED_POSITIVES, TaskHead, TensorLike)
 from effdet_tf.layers import head_norm, separable_conv
 from effdet_tf.postprocess import decode_predictions
 from effdet_tf.tal import tal_match
@@ -188,7 +188,9 @@ class DetectionHead(TaskHead):  # pylint: disable=abstract-method  # add_metric 
                 share it. An optional `"cross_replica_sum"` callable sums a scalar over
                 the replicas of a distributed step: the normaliser is then the global
                 positives + 1, and the losses returned are this replica's share of the
-                global loss (their sum over replicas).
+                global loss (their sum over replicas). `BACKGROUND_MASKS` may map this
+                head's name to float32 `[B]`: examples (of datasets that hold none of its
+                objects) whose every anchor is trained as a negative, their boxes unused.
 
         Returns:
             `{"cls_loss": scalar, "box_loss": scalar}` (box loss already weighted).
@@ -196,23 +198,32 @@ class DetectionHead(TaskHead):  # pylint: disable=abstract-method  # add_metric 
         match = self._match(y_true, y_pred, context)
         targets = encode_targets(self.anchors, match, self.num_classes)
         mask = ops.cast(example_mask, "float32")
-        positive = ops.cast(targets["positive"], "float32") * mask[:, None]          # [B, A]
+        # Only the head's own examples keep their boxes' targets; a background example's
+        # boxes belong to another head, so every one of its anchors is a negative.
+        labelled = ops.cast(mask > 0, "float32")
+        matched = ops.cast(targets["positive"], "float32") * labelled[:, None]      # [B, A]
+        positive = matched * mask[:, None]
+        ignore = ops.cast(targets["ignore"], "float32") * labelled[:, None]
+        class_targets = ops.cast(targets["class_targets"], "float32") * labelled[:, None, None]
+        example_weight = mask
+        background = context.get(BACKGROUND_MASKS, {}).get(self.name)
+        if background is not None:
+            example_weight = mask + ops.cast(background, "float32")
         global_sum = context.get("cross_replica_sum") or (lambda value: value)
         count = context.get(SHARED_POSITIVES)
         if count is None:
             count = ops.sum(ops.cast(targets["num_positives"], "float32") * mask)
         normalizer = ops.stop_gradient(global_sum(count)) + 1.0
-        anchor_weight = (1.0 - ops.cast(targets["ignore"], "float32")) * mask[:, None]
+        anchor_weight = (1.0 - ignore) * example_weight[:, None]
         pred_boxes = None
         if self.cls_loss == "varifocal" or self.box_loss == "ciou":
             anchors = ops.convert_to_tensor(self.anchors, "float32")[None]
             pred_boxes = decode_boxes(y_pred["box_deltas"], anchors)
         if self.cls_loss == "focal":
-            cls_per_anchor = losses.focal_loss(targets["class_targets"], y_pred["class_logits"])
+            cls_per_anchor = losses.focal_loss(class_targets, y_pred["class_logits"])
         else:
             iou = ops.stop_gradient(losses.paired_iou(match["matched_boxes"], pred_boxes))
-            quality = ops.cast(targets["class_targets"], "float32") * (
-                iou * ops.cast(targets["positive"], "float32"))[..., None]
+            quality = class_targets * (iou * matched)[..., None]
             cls_per_anchor = losses.varifocal_loss(quality, y_pred["class_logits"])
         cls_loss = ops.sum(cls_per_anchor * anchor_weight[..., None]) / normalizer
         if self.box_loss == "huber":

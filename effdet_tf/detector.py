@@ -10,8 +10,8 @@ from effdet_tf import anchors as anchor_lib
 from effdet_tf import batch_schema as schema
 from effdet_tf.bifpn import build_bifpn
 from effdet_tf.errors import ConfigError
-from effdet_tf.heads import (ASSIGNER, BOX_LOSSES, CLS_LOSSES, SHARED_POSITIVES, HeadSpec,
-                             build_head, import_head_kinds)
+from effdet_tf.heads import (ASSIGNER, BACKGROUND_MASKS, BOX_LOSSES, CLS_LOSSES,
+                             SHARED_POSITIVES, HeadSpec, build_head, import_head_kinds)
 
 import_head_kinds()  # every kind registered with Keras, so saved models load
 
@@ -243,7 +243,9 @@ class MultiHeadDetector(keras.Model):  # pylint: disable=abstract-method  # Kera
             x: images; used only when `y_pred` is None.
             y: the targets (`effdet_tf.batch_schema`): every key the heads read
                 (`boxes` `[B, M, 4]`, `classes` `[B, M]` for detection) and the routing,
-                `head_mask` `[B, H]` or else `dataset_id` `[B]` (see `head_mask`).
+                `head_mask` `[B, H]` or else `dataset_id` `[B]` (see `head_mask`), and
+                optionally `background_mask` `[B, H]`: examples that train a detection
+                head as background only (every anchor negative, their boxes ignored).
             y_pred: the model outputs.
             sample_weight: optional `[B]` example weights, multiplied into every head's mask.
             training: forwarded to the model when `y_pred` is None.
@@ -268,8 +270,17 @@ class MultiHeadDetector(keras.Model):  # pylint: disable=abstract-method  # Kera
                     else self.cross_replica_sum(ops.convert_to_tensor(1.0, "float32")))
         total = ops.convert_to_tensor(0.0, "float32")
         masks = [head_mask[:, index] for index in range(len(self._heads))]
+        background = y.get(schema.BACKGROUND_MASK)
+        backgrounds = ([ops.cast(background[:, index], "float32")
+                        for index in range(len(self._heads))] if background is not None
+                       else [None] * len(self._heads))
         if sample_weight is not None:
-            masks = [m * ops.reshape(ops.cast(sample_weight, "float32"), (-1,)) for m in masks]
+            weight = ops.reshape(ops.cast(sample_weight, "float32"), (-1,))
+            masks = [m * weight for m in masks]
+            backgrounds = [None if b is None else b * weight for b in backgrounds]
+        if background is not None:
+            context[BACKGROUND_MASKS] = {spec.name: b
+                                         for spec, b in zip(self._specs, backgrounds)}
         if self.loss_normalizer == "shared":
             counts = [c for c in (head.positive_count(y, y_pred[spec.name], m, context)
                                   for spec, head, m in zip(self._specs, self._heads, masks))
@@ -281,7 +292,8 @@ class MultiHeadDetector(keras.Model):  # pylint: disable=abstract-method  # Kera
             parts = head.compute_loss(y, y_pred[spec.name], mask, context)
             # A batch without any example of this head (e.g. a validation batch of another
             # dataset) says nothing about it: it is left out of the head's running means.
-            present = self._any_example(mask)
+            present = self._any_example(mask if backgrounds[index] is None
+                                        else mask + backgrounds[index])
             head_total = ops.convert_to_tensor(0.0, "float32")
             for part_name, value in parts.items():
                 head_total = head_total + value

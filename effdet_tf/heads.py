@@ -26,6 +26,9 @@ CLS_LOSSES = ("focal", "varifocal")
 # The `context` key of the positives of every detection head in the batch, when they
 # share one loss normaliser (`MultiHeadDetector.loss_normalizer == "shared"`).
 SHARED_POSITIVES = "shared_positives"
+# The `context` key of `{head name: float32 [B]}`: the examples that train a detection
+# head as background only (`background_mask` of the batch); absent when none does.
+BACKGROUND_MASKS = "background_masks"
 # The `context` key of the anchor assignment of detection heads (`train.assigner`): one of
 # `ANCHOR_ASSIGNERS`, "iou" when absent.
 ASSIGNER = "assigner"

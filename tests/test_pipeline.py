@@ -113,7 +113,8 @@ def test_batches_follow_the_batch_schema(configs):
     from effdet_tf.batch_schema import FIELDS  # pylint: disable=import-outside-toplevel
 
     ds = build_train_dataset(configs, image_size=32, max_boxes=6, batch_size=4, seed=0,
-                             routes=[[1.0, 0.0], [0.0, 1.0]])
+                             routes=[[1.0, 0.0], [0.0, 1.0]],
+                             background=[[0.0, 1.0], [0.0, 0.0]])
     batch = next(iter(ds))
     assert set(batch) == set(FIELDS)
     for key, field in FIELDS.items():

@@ -14,7 +14,7 @@ from data_pipelines.sources import Source, labelled_images, open_source, source_
 from effdet_tf.config import DatasetConfig, ExperimentConfig
 from effdet_tf.names import IMAGE_LEVEL_KINDS
 from effdet_tf.errors import DataError
-from effdet_tf.batch_schema import HEAD_MASK, split_batch
+from effdet_tf.batch_schema import BACKGROUND_MASK, HEAD_MASK, split_batch
 
 
 def class_table(cfg: ExperimentConfig) -> Dict[str, Dict[str, List[Any]]]:
@@ -206,7 +206,7 @@ def make_train_dataset(cfg: ExperimentConfig, *,
         weights=sampling_weights(cfg),
         one_dataset_per_batch=cfg.data.one_dataset_per_batch, augmenter=augmenter,
         on_corrupt=cfg.data.on_corrupt, class_names=dataset_class_names(cfg),
-        routes=cfg.routes, label_heads=label_heads(cfg))
+        routes=cfg.routes, background=cfg.background_routes, label_heads=label_heads(cfg))
     if on_device:
         return dataset
     return dataset.map(split_batch, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
@@ -219,14 +219,15 @@ def eval_dataset(cfg: ExperimentConfig, dataset_id: int,
         cfg.data.datasets[dataset_id], dataset_id, split=split,
         image_size=cfg.data.image_size, max_boxes=cfg.data.max_boxes,
         batch_size=cfg.eval.batch_size, class_names=dataset_class_names(cfg)[dataset_id],
-        routes=cfg.routes, label_heads=label_heads(cfg))
+        routes=cfg.routes, background=cfg.background_routes, label_heads=label_heads(cfg))
 
 
 def fill_batch(images: tf.Tensor, targets: Dict[str, tf.Tensor],
                batch_size: int) -> Tuple[tf.Tensor, Dict[str, tf.Tensor]]:
     """Fills a smaller batch up to `batch_size` rows that no head reads.
 
-    The added rows repeat the batch's first example with a zero `head_mask` row: every
+    The added rows repeat the batch's first example with a zero `head_mask` (and
+    `background_mask`) row: every
     head's loss and positive count, and each head's running mean, leave them out, so
     the validation loss is the same, and every validation batch has one shape (under
     JAX a new shape compiles the evaluation step again, tens of seconds on a GPU).
@@ -243,7 +244,9 @@ def fill_batch(images: tf.Tensor, targets: Dict[str, tf.Tensor],
     index = tf.concat([tf.range(count), tf.zeros([batch_size - count], tf.int32)], axis=0)
     real = tf.cast(tf.range(batch_size) < count, tf.float32)
     targets = {key: tf.gather(value, index) for key, value in targets.items()}
-    targets[HEAD_MASK] = targets[HEAD_MASK] * real[:, None]
+    for key in (HEAD_MASK, BACKGROUND_MASK):
+        if key in targets:
+            targets[key] = targets[key] * real[:, None]
     return tf.gather(images, index), targets
 
 
