@@ -53,7 +53,8 @@ FIELDS: Dict[str, Field] = {
                      "1 where the example's labels train the head (its dataset's routes)"),
     BACKGROUND_MASK: Field("float32", ("B", "H"), 0.0,
                            "1 where the example trains the detection head as background "
-                           "only (its dataset's `background_for`); absent when none does"),
+                           "only (`ExperimentConfig.background_heads`); absent when none "
+                           "does"),
 }
 
 # Image-level targets, one key per head: `labels/<head>` float32 [B, C] (one-hot or

@@ -127,6 +127,13 @@ class DataConfig:
             proportion to the square root of the image counts, so a small dataset is seen
             more often and a large one less ("temperature" sampling); 0.0: every dataset
             equally often.
+        cross_background: every detection dataset's images also train every detection head
+            it does not label as background (as one merged detector trained on all the
+            datasets would see them), on top of each dataset's `background_for`. On by
+            default: it cut the two-head model's false detections on the other dataset's
+            images from 73% and 87% of the images to 1% and 25%, and raised household's AP
+            (docs/results.md). Set false when the datasets hold each other's objects (a
+            fruit in a kitchen photo, unlabelled there, would be learned as background).
         on_corrupt: "fail" or "skip" for an image that cannot be decoded.
         sample_data: folder where the embedded sample datasets are generated when
             missing (the demo config uses it); empty to disable.
@@ -137,6 +144,7 @@ class DataConfig:
     max_boxes: int = 100
     one_dataset_per_batch: bool = False
     sampling_power: float = 1.0
+    cross_background: bool = True
     on_corrupt: str = "fail"
     sample_data: str = ""
 
@@ -374,15 +382,24 @@ class ExperimentConfig:
         return [[1.0 if name in self.dataset_heads(d) else 0.0 for name in names]
                 for d in self.data.datasets]
 
+    def background_heads(self, dataset: "DatasetConfig") -> List[str]:
+        """Names of the detection heads a dataset's images train as background only: its
+        `background_for`, and with `data.cross_background` (a detection dataset) every
+        detection head it does not label."""
+        heads = list(dataset.background_for or [])
+        if self.data.cross_background and dataset.label_kind == "detection":
+            own = self.dataset_heads(dataset)
+            heads += [h.name for h in self.head_configs
+                      if h.kind == "detection" and h.name not in own and h.name not in heads]
+        return heads
+
     @property
     def background_routes(self) -> Optional[List[List[float]]]:
         """`[datasets][heads]` 0/1 table: 1 where the dataset's images train the head as
-        background only (`background_for`); None when no dataset sets it."""
-        if not any(d.background_for for d in self.data.datasets):
-            return None
-        names = self.head_names
-        return [[1.0 if name in (d.background_for or []) else 0.0 for name in names]
-                for d in self.data.datasets]
+        background only (`background_heads`); None when there is none."""
+        table = [[1.0 if name in self.background_heads(d) else 0.0 for name in self.head_names]
+                 for d in self.data.datasets]
+        return table if any(any(row) for row in table) else None
 
     def with_heads(self, names: Sequence[str]) -> "ExperimentConfig":
         """A copy with only the heads `names` and the datasets that train them.

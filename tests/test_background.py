@@ -15,7 +15,8 @@ from tests.test_losses import _focal_reference, _head_case, _np
 from tests.test_pipeline import fixture_configs  # pylint: disable=unused-import  # fixture
 
 BASE = {"data": {"datasets": [{"name": "a", "root": "x"},
-                              {"name": "b", "root": "y", "background_for": ["a"]}]}}
+                              {"name": "b", "root": "y", "background_for": ["a"]}],
+                 "cross_background": False}}
 
 
 def test_config_builds_the_background_table():
@@ -25,10 +26,27 @@ def test_config_builds_the_background_table():
     assert cfg.background_routes == [[0.0, 0.0], [1.0, 0.0]]
     both = config_from_dict(BASE, ["data.datasets.0.background_for=[b]"])
     assert both.background_routes == [[0.0, 1.0], [1.0, 0.0]]
-    assert config_from_dict({"data": {"datasets": BASE["data"]["datasets"][:1]}}
-                            ).background_routes is None
+    assert config_from_dict({"data": {"datasets": BASE["data"]["datasets"][:1],
+                                      "cross_background": True}}).background_routes is None
     assert both.with_heads(["b"]).data.datasets[0].background_for is None
     assert both.with_heads(["b"]).background_routes is None
+
+
+def test_cross_background_pairs_every_detection_dataset_with_the_other_heads():
+    """`data.cross_background` (the default) makes each detection dataset background for
+    the detection heads it does not label; image-level datasets and heads stay out of it."""
+    datasets = [{"name": "a", "root": "x"}, {"name": "b", "root": "y"},
+                {"name": "c", "root": "z", "format": "image_folder"}]
+    cfg = config_from_dict({"data": {"datasets": datasets}})  # on by default
+    assert cfg.head_names == ["a", "b", "c"]
+    assert cfg.background_routes == [[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 0.0]]
+    assert cfg.background_heads(cfg.data.datasets[0]) == ["b"]
+    # An explicit background_for adds to it: c's images become background for a.
+    more = config_from_dict({"data": {"datasets": datasets, "cross_background": True}},
+                            ["data.datasets.2.background_for=[a]"])
+    assert more.background_routes[2] == [1.0, 0.0, 0.0]
+    assert config_from_dict({"data": {"datasets": datasets, "cross_background": False}}
+                            ).background_routes is None
 
 
 @pytest.mark.parametrize("override, message", [

@@ -58,7 +58,9 @@ def test_fit_writes_everything(finished_run):
     metrics = json.loads((run / "eval_test/metrics_test.json").read_text(encoding="utf-8"))
     assert set(metrics) == {"shapes", "signs"}
     assert all(m["num_images"] == 8 for m in metrics.values())
-    assert "heads: shapes (detection) <- shapes; signs (detection) <- signs" in stdout
+    # By default each dataset's images train the other detection head as background.
+    assert ("heads: shapes (detection) <- shapes, background: signs; signs (detection) <- "
+            "signs, background: shapes") in stdout
     shares = re.search(r"share of the training images drawn: shapes ([\d.]+)%, signs ([\d.]+)% "
                        r"\(data.sampling_power 1\)", stdout)
     assert shares and float(shares[1]) + float(shares[2]) == pytest.approx(100.0, abs=0.15)
@@ -78,6 +80,12 @@ def test_evaluate_and_predict_cli(finished_run, sample, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "own val split" in proc.stdout
     assert (run / "eval_val" / "metrics_val.json").is_file()
+    # Each head run on the other dataset's images: the table and its JSON.
+    assert "datasets that do not label it (score >= 0.3" in proc.stdout
+    cross = json.loads((run / "eval_val" / "cross_val.json").read_text(encoding="utf-8"))
+    assert [(c["head"], c["dataset"], c["background"], c["images"]) for c in cross] == [
+        ("shapes", "signs", True, 8), ("signs", "shapes", True, 8)]
+    assert all(0.0 <= c["images_with_any"] <= 1.0 and c["per_image"] >= 0 for c in cross)
     broken = tmp_path / "broken.jpg"
     broken.write_text("not an image", encoding="utf-8")
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}

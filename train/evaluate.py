@@ -6,6 +6,11 @@ included), classification and multilabel heads with `train.label_eval` (accuracy
 balanced accuracy, macro F1, mAP; micro/macro F1 and mAP at the saved thresholds), next
 to the trivial baseline.
 
+With several datasets, each detection head is also run on the split of every dataset that
+does not label it, and the detections it makes there (score >= 0.3) are counted
+(`train.cross_eval`): a head's false alarms on other data, which the COCO metrics do
+not see. `--no-cross` skips them.
+
 `--model EXPORT` scores an export of the run instead (ONNX, int8 ONNX or SavedModel, see
 `train.export_runner`) with the same images and rules, so fp32 and int8 files can be
 compared by their metrics.
@@ -22,6 +27,7 @@ from data_pipelines.decode import unletterbox
 from effdet_tf.cli import make_parser, run_cli
 from effdet_tf.config import ExperimentConfig, check_dataset_paths
 from train.coco_eval import evaluate_detections
+from train.cross_eval import cross_detections, format_cross_table
 from train.data import eval_dataset, scored_pairs
 from train.export_runner import ExportRunner
 from train.export_runner import detections as detections_of
@@ -155,6 +161,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                              "folder; results go to RUN/eval_<split>_<backend>_<folder>_<file>")
     parser.add_argument("--backend", default=None, choices=("onnx", "saved_model"),
                         help="with --model: which model of an export folder (default: ONNX)")
+    parser.add_argument("--no-cross", action="store_true",
+                        help="skip running each detection head on the other datasets' images")
     args = parser.parse_args(argv)
     # pylint: disable-next=import-outside-toplevel  # heavy
     from train.run_dir import load_run, load_run_meta
@@ -170,7 +178,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     check_dataset_paths(cfg, splits=(args.split,))
     results = evaluate_model(detector, cfg, classes, split=args.split, out_dir=out_dir)
     print(format_table(results, args.split))
-    print(f"plots and metrics_{args.split}.json in {out_dir}")
+    written = f"metrics_{args.split}.json"
+    if not args.no_cross:
+        cross = cross_detections(detector, cfg, split=args.split)
+        if cross:
+            print(format_cross_table(cross))
+            with open(os.path.join(out_dir, f"cross_{args.split}.json"), "w",
+                      encoding="utf-8") as stream:
+                json.dump(cross, stream, indent=1)
+            written += f" and cross_{args.split}.json"
+    print(f"plots and {written} in {out_dir}")
     return 0
 
 

@@ -40,6 +40,14 @@ def mixing_schedule(cfg: ExperimentConfig) -> str:
     return f"Mosaic/CutMix/MixUp in {span} of {epochs}{whole}"
 
 
+def _head_sources(cfg: ExperimentConfig, head: Any) -> str:
+    """`name (kind) <- datasets`, and the datasets it learns as background, if any."""
+    line = f"{head.name} ({head.kind}) <- " + ", ".join(
+        cfg.data.datasets[i].name for i in cfg.head_datasets(head.name))
+    background = [d.name for d in cfg.data.datasets if head.name in cfg.background_heads(d)]
+    return line + (f", background: {', '.join(background)}" if background else "")
+
+
 def _optimizer(cfg: ExperimentConfig, total_steps: int, steps_per_epoch: int):
     import keras  # pylint: disable=import-outside-toplevel  # keep `--help` fast
 
@@ -290,10 +298,10 @@ def run_training(cfg: ExperimentConfig, *, overwrite: bool = False, evaluate: bo
     print(f"strategy: {dist.name}, {dist.num_replicas} replica(s), global batch "
           f"{cfg.train.batch_size} = {cfg.train.batch_size // dist.num_replicas} per replica")
     print("config:\n" + dump_config(cfg))
-    print("heads: " + "; ".join(
-        f"{h.name} ({h.kind}) <- " + ", ".join(cfg.data.datasets[i].name
-                                              for i in cfg.head_datasets(h.name))
-        for h in cfg.head_configs))
+    print("heads: " + "; ".join(_head_sources(cfg, h) for h in cfg.head_configs))
+    if cfg.data.cross_background and cfg.background_routes:
+        print("each detection head learns the other detection datasets' images as background "
+              "(data.cross_background; set it false if they hold each other's objects)")
     if len(cfg.data.datasets) > 1:
         weights = data_lib.sampling_weights(cfg)
         print("share of the training images drawn: " + ", ".join(
