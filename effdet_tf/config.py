@@ -132,8 +132,9 @@ class DataConfig:
             datasets would see them), on top of each dataset's `background_for`. On by
             default: it cut the two-head model's false detections on the other dataset's
             images from 73% and 87% of the images to 1% and 25%, and raised household's AP;
-            it cost the 5-epoch demo some AP (docs/results.md). Set false when the datasets hold each other's objects (a
-            fruit in a kitchen photo, unlabelled there, would be learned as background).
+            it cost the 5-epoch demo some AP (docs/results.md). Set false when the
+            datasets hold each other's objects (a fruit in a kitchen photo, unlabelled
+            there, would be learned as background).
         on_corrupt: "fail" or "skip" for an image that cannot be decoded.
         sample_data: folder where the embedded sample datasets are generated when
             missing (the demo config uses it); empty to disable.
