@@ -91,6 +91,21 @@ def test_run_made_before_head_norm_loads_with_batch_norm_heads(tmp_path):
         prepare_run_dir(_cfg(tmp_path))
 
 
+def test_run_made_before_cross_background_loads_without_it(tmp_path):
+    """A run folder whose config.yaml predates `data.cross_background` was trained on each
+    head's own images only, and reads so (its default is on now)."""
+    run, _ = prepare_run_dir(_cfg(tmp_path))
+    cfg_file = os.path.join(run, "config.yaml")
+    assert load_run_config(cfg_file).data.cross_background is True
+    with open(cfg_file, encoding="utf-8") as stream:
+        lines = [line for line in stream if "cross_background" not in line]
+    with open(cfg_file, "w", encoding="utf-8") as stream:
+        stream.writelines(lines)
+    assert load_run_config(cfg_file).data.cross_background is False
+    with pytest.raises(ConfigError, match="data.cross_background"):  # resuming it with it on
+        prepare_run_dir(_cfg(tmp_path))
+
+
 def test_run_dir_refuses_foreign_folder(tmp_path):
     """A non-empty folder that is not a run is never written into."""
     (tmp_path / "experiment").mkdir()

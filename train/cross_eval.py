@@ -4,9 +4,8 @@ A head trained only on its own dataset's images is never told what background lo
 elsewhere: a fruits head may call a curtain "banana". COCO metrics score each head on its
 own datasets only, so they do not see this; a user who runs every head on any image
 does. `cross_detections` counts those detections (every one of them false where the
-dataset holds none of the head's objects, as `background_for` and `data.cross_background`
-declare), and
-`train.evaluate` prints them under the COCO table.
+dataset holds none of the head's objects, as `background_for` and
+`data.cross_background` declare), and `train.evaluate` prints them under the COCO table.
 """
 from typing import Any, Dict, List
 

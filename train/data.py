@@ -226,9 +226,9 @@ def fill_batch(images: tf.Tensor, targets: Dict[str, tf.Tensor],
                batch_size: int) -> Tuple[tf.Tensor, Dict[str, tf.Tensor]]:
     """Fills a smaller batch up to `batch_size` rows that no head reads.
 
-    The added rows repeat the batch's first example with a zero `head_mask` (and
-    `background_mask`) row: every
-    head's loss and positive count, and each head's running mean, leave them out, so
+    The added rows repeat the batch's first example with zero `head_mask` and
+    `background_mask` rows: every head's loss and positive count, and each head's
+    running mean, leave them out, so
     the validation loss is the same, and every validation batch has one shape (under
     JAX a new shape compiles the evaluation step again, tens of seconds on a GPU).
 

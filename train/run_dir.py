@@ -17,6 +17,11 @@ CLASSES_FILE = "classes.json"
 MODEL_FILE = "model.keras"
 
 
+# (section, key, value before the key existed) of settings whose default changed when
+# they were added: a saved config without the key was trained with the old value.
+_LEGACY = (("model", "head_norm", "batch"), ("data", "cross_background", "false"))
+
+
 def _first_difference(old: Any, new: Any, path: str = "") -> str:
     if isinstance(old, dict) and isinstance(new, dict):
         for key in list(old) + [k for k in new if k not in old]:
@@ -30,12 +35,14 @@ def _first_difference(old: Any, new: Any, path: str = "") -> str:
 def load_run_config(cfg_file: str) -> ExperimentConfig:
     """The config a run folder was trained with (`config.yaml`).
 
-    Runs made before `model.head_norm` existed have batch-normalised heads, not the
-    default that came later, so a file without the key reads as `batch`.
+    A run made before a setting existed was trained the old way, not with the default
+    that came later: a file without `model.head_norm` reads as `batch`, one without
+    `data.cross_background` as `false`.
     """
     with open(cfg_file, encoding="utf-8") as stream:
         saved = yaml.safe_load(stream) or {}
-    legacy = [] if "head_norm" in (saved.get("model") or {}) else ["model.head_norm=batch"]
+    legacy = [f"{section}.{key}={old}" for section, key, old in _LEGACY
+              if key not in (saved.get(section) or {})]
     return load_config(cfg_file, legacy)
 
 
