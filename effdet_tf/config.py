@@ -131,8 +131,9 @@ class DataConfig:
             it does not label as background (as one merged detector trained on all the
             datasets would see them), on top of each dataset's `background_for`. On by
             default: it cut the two-head model's false detections on the other dataset's
-            images from 73% and 87% of the images to 1% and 25%, and raised household's AP;
-            it cost the 5-epoch demo some AP (docs/results.md). Set false when the
+            images from 73% and 87% of the images to 1-2% and 22-28%, and raised
+            household's AP; it cost the 5-epoch demo's shapes head some AP
+            (docs/results.md). Set false when the
             datasets hold each other's objects (a fruit in a kitchen photo, unlabelled
             there, would be learned as background).
         on_corrupt: "fail" or "skip" for an image that cannot be decoded.
