@@ -7,13 +7,13 @@ does. `cross_detections` counts those detections (every one of them false where 
 dataset holds none of the head's objects, as `background_for` and
 `data.cross_background` declare), and `train.evaluate` prints them under the COCO table.
 """
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 import numpy as np
 
 from effdet_tf.config import ExperimentConfig
 from train.data import eval_dataset
-from train.export_runner import detections as detections_of
+from train.export_runner import heads_detections
 
 # The score above which a detection counts: the prediction grids' threshold, a typical
 # operating point (COCO metrics use every score down to `eval.score_threshold`).
@@ -53,21 +53,24 @@ def cross_detections(detector: Any, cfg: ExperimentConfig, *, split: str = "test
         One dict per `cross_pairs` pair, with `images`, `detections` (at `score` or
         more), `per_image` and `images_with_any` (the share of images with one or more).
     """
+    pairs = cross_pairs(cfg)
+    counts: Dict[Tuple[str, int], List[int]] = {(p["head"], p["index"]): [] for p in pairs}
+    for index in sorted({p["index"] for p in pairs}):  # each dataset read once
+        heads = [p["head"] for p in pairs if p["index"] == index]
+        dataset, _ = eval_dataset(cfg, index, split)
+        for batch in dataset:  # one forward pass for every head of the dataset
+            found = heads_detections(detector, batch["images"], heads, cfg)
+            for head, out in found.items():
+                for b in range(out["scores"].shape[0]):
+                    kept = out["scores"][b, :int(out["num_detections"][b])]
+                    counts[head, index].append(int(np.sum(kept >= score)))
     results = []
-    for pair in cross_pairs(cfg):
-        dataset, _ = eval_dataset(cfg, pair["index"], split)
-        counts: List[int] = []
-        for batch in dataset:
-            out = detections_of(detector, batch["images"], pair["head"], cfg)
-            for b in range(out["scores"].shape[0]):
-                kept = out["scores"][b, :int(out["num_detections"][b])]
-                counts.append(int(np.sum(kept >= score)))
-        total = int(np.sum(counts))
-        results.append({**pair, "split": split, "score": score, "images": len(counts),
-                        "detections": total,
-                        "per_image": total / max(len(counts), 1),
-                        "images_with_any": float(np.mean(np.array(counts) > 0))
-                        if counts else 0.0})
+    for pair in pairs:
+        per = np.array(counts[pair["head"], pair["index"]])
+        results.append({**pair, "split": split, "score": score, "images": len(per),
+                        "detections": int(per.sum()),
+                        "per_image": float(per.sum()) / max(len(per), 1),
+                        "images_with_any": float(np.mean(per > 0)) if len(per) else 0.0})
     return results
 
 

@@ -12,7 +12,7 @@ ones baked in at export (`preprocessing.json`, from the run's `eval` section).
 kinds of model apart.
 """
 import os
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -70,10 +70,13 @@ class ExportRunner:
 
     def outputs(self, images: Any, head: str) -> Dict[str, np.ndarray]:
         """One head's outputs for a uint8 `[B, S, S, 3]` batch, keys without the head name."""
+        return self.heads_outputs(images, [head])[head]
+
+    def heads_outputs(self, images: Any, heads: Sequence[str]) -> Dict[str, Dict[str, Any]]:
+        """`{head: outputs}` of several heads from one run of the model (see `outputs`)."""
         values = self.backend.run(np.asarray(images, np.uint8))
-        prefix = f"{head}_"
-        return {key[len(prefix):]: value for key, value in values.items()
-                if key.startswith(prefix)}
+        return {head: {key[len(head) + 1:]: value for key, value in values.items()
+                       if key.startswith(f"{head}_")} for head in heads}
 
 
 def detections(model: Any, images: Any, head: str, cfg: ExperimentConfig) -> Dict[str, Any]:
@@ -89,9 +92,16 @@ def detections(model: Any, images: Any, head: str, cfg: ExperimentConfig) -> Dic
         `{"boxes", "scores", "classes", "num_detections"}` numpy arrays, boxes xyxy in
         frame pixels.
     """
+    return heads_detections(model, images, [head], cfg)[head]
+
+
+def heads_detections(model: Any, images: Any, heads: Sequence[str],
+                     cfg: ExperimentConfig) -> Dict[str, Dict[str, Any]]:
+    """`{head: detections}` of several detection heads from one forward pass (see
+    `detections`)."""
     keys = ("boxes", "scores", "classes", "num_detections")
     if isinstance(model, ExportRunner):
-        out = model.outputs(images, head)
+        out = model.heads_outputs(images, heads)
     else:
         # pylint: disable=import-outside-toplevel  # TF-only module; Keras when needed
         from effdet_tf import nms_tf
@@ -99,8 +109,8 @@ def detections(model: Any, images: Any, head: str, cfg: ExperimentConfig) -> Dic
         out = nms_tf.postprocess(model, inference(model)(images),
                                  score_threshold=cfg.eval.score_threshold,
                                  iou_threshold=cfg.eval.iou_threshold,
-                                 max_detections=cfg.eval.max_detections)[head]
-    return {key: np.asarray(out[key]) for key in keys}
+                                 max_detections=cfg.eval.max_detections)
+    return {head: {key: np.asarray(out[head][key]) for key in keys} for head in heads}
 
 
 def probabilities(model: Any, images: Any, head: str) -> np.ndarray:
