@@ -213,6 +213,13 @@ class ModelConfig:
     wide or as wide as tall (curtains, people standing, bottles; 15 per location). A
     head's `options: {aspect_ratios: [...]}` overrides it for that head; measured in
     docs/results.md.
+
+    `detection_towers`: "per_head" (the default: each detection head has its own class
+    and box towers) or "shared" (one class tower, box tower and box prediction conv run
+    by every detection head, each keeping its own class prediction conv, so the boxes
+    of every head are learned from all detection datasets' images, as in one detector
+    trained on the merged datasets: `effdet_tf.detection_towers`); measured in
+    docs/results.md.
     """
 
     backbone: str = "cspdarknet53"
@@ -226,6 +233,7 @@ class ModelConfig:
     head_norm: str = "group"
     head_loss_weights: Optional[Dict[str, float]] = None
     anchor_aspect_ratios: Optional[List[float]] = None
+    detection_towers: str = "per_head"
 
 
 @dataclasses.dataclass
@@ -443,6 +451,7 @@ _CHOICES = {
     "model.box_loss": ("huber", "ciou"),
     "model.cls_loss": ("focal", "varifocal"),
     "model.head_norm": ("batch", "group"),
+    "model.detection_towers": ("per_head", "shared"),
     "train.optimizer": ("sgd", "adamw"),
     "train.loss_normalizer": ("per_head", "shared"),
     "train.assigner": ("iou", "atss", "tal"),

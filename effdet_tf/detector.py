@@ -9,6 +9,7 @@ from keras import ops
 from effdet_tf import anchors as anchor_lib
 from effdet_tf import batch_schema as schema
 from effdet_tf.bifpn import build_bifpn
+from effdet_tf.detection_towers import shared_towers
 from effdet_tf.errors import ConfigError
 from effdet_tf.heads import (ASSIGNER, BACKGROUND_MASKS, BOX_LOSSES, CLS_LOSSES,
                              SHARED_POSITIVES, HeadSpec, build_head, import_head_kinds)
@@ -108,6 +109,9 @@ class MultiHeadDetector(keras.Model):  # pylint: disable=abstract-method  # Kera
         cls_loss: detection heads' class loss, `"focal"` or `"varifocal"`.
         anchor_aspect_ratios: detection heads' anchor width / height ratios (None:
             EfficientDet's 1, 2, 0.5); a head's `aspect_ratios` option overrides it.
+        detection_towers: `"per_head"` (each detection head its own class and box
+            towers) or `"shared"` (one class tower, box tower and box prediction for all
+            detection heads, each keeping its class prediction: `effdet_tf.detection_towers`).
         freeze_backbone: backbone non-trainable, its BN in inference mode.
         **kwargs: `keras.Model` arguments (name, ...).
 
@@ -120,12 +124,13 @@ class MultiHeadDetector(keras.Model):  # pylint: disable=abstract-method  # Kera
         >>> model.fit(images, {"boxes": b, "classes": c, "dataset_id": d})
     """
 
-    def __init__(self, *, backbone: keras.Model, heads: HeadsArg, image_size: int = 512,
+    def __init__(self, *, backbone: keras.Model, heads: HeadsArg, image_size: int = 512,  # pylint: disable=too-many-arguments  # one keyword per ModelConfig setting
                  fpn_channels: int = 64, fpn_cells: int = 3, head_layers: int = 3,
                  head_loss_weights: Any = None, box_loss: str = "huber",
                  head_norm: str = "batch", freeze_backbone: bool = False,
                  cls_loss: str = "focal",
-                 anchor_aspect_ratios: Optional[Sequence[float]] = None, **kwargs) -> None:
+                 anchor_aspect_ratios: Optional[Sequence[float]] = None,
+                 detection_towers: str = "per_head", **kwargs) -> None:
         specs = normalize_heads(heads)
         anchor_lib.check_image_size(image_size)
         if box_loss not in BOX_LOSSES:
@@ -141,10 +146,13 @@ class MultiHeadDetector(keras.Model):  # pylint: disable=abstract-method  # Kera
         features = backbone(scaled)
         _check_features(features, image_size)
         pyramid = build_bifpn(list(features), channels=fpn_channels, cells=fpn_cells)
+        towers = shared_towers(detection_towers, channels=fpn_channels,
+                               num_layers=head_layers, norm=head_norm,
+                               aspect_ratios=anchor_aspect_ratios)
         head_layers_list = [build_head(spec, image_size=image_size, channels=fpn_channels,
                                        num_layers=head_layers, box_loss=box_loss,
                                        norm=head_norm, cls_loss=cls_loss,
-                                       aspect_ratios=anchor_aspect_ratios)
+                                       aspect_ratios=anchor_aspect_ratios, towers=towers)
                             for spec in specs]
         sources = {"pyramid": list(pyramid), "backbone_c5": [features[-1]]}
         outputs = {spec.name: head(sources[head.feature_source])
@@ -160,6 +168,7 @@ class MultiHeadDetector(keras.Model):  # pylint: disable=abstract-method  # Kera
         self.box_loss = box_loss
         self.cls_loss = cls_loss
         self.head_norm = head_norm
+        self.detection_towers = detection_towers
         self.anchor_aspect_ratios = (None if anchor_aspect_ratios is None
                                      else [float(r) for r in anchor_aspect_ratios])
         self.freeze_backbone = freeze_backbone
@@ -352,6 +361,7 @@ class MultiHeadDetector(keras.Model):  # pylint: disable=abstract-method  # Kera
             "cls_loss": self.cls_loss,
             "head_norm": self.head_norm,
             "anchor_aspect_ratios": self.anchor_aspect_ratios,
+            "detection_towers": self.detection_towers,
             "freeze_backbone": self.freeze_backbone,
         }
 
@@ -389,8 +399,8 @@ def build_detector(*, heads: HeadsArg, image_size: int = 512,  # pylint: disable
                    fpn_channels: int = 64, fpn_cells: int = 3, head_layers: int = 3,
                    head_loss_weights: Any = None, box_loss: str = "huber",
                    head_norm: str = "batch", cls_loss: str = "focal",
-                   anchor_aspect_ratios: Optional[Sequence[float]] = None
-                   ) -> MultiHeadDetector:
+                   anchor_aspect_ratios: Optional[Sequence[float]] = None,
+                   detection_towers: str = "per_head") -> MultiHeadDetector:
     """Builds the multi-head EfficientDet-D0 detector.
 
     Args:
@@ -412,6 +422,8 @@ def build_detector(*, heads: HeadsArg, image_size: int = 512,  # pylint: disable
             (IoU-aware class scores: VarifocalNet).
         anchor_aspect_ratios: detection heads' anchor width / height ratios (None:
             EfficientDet's 1, 2, 0.5; each ratio is 3 anchors per location).
+        detection_towers: `"per_head"` or `"shared"` (one class tower, box tower and box
+            prediction for every detection head: `effdet_tf.detection_towers`).
 
     Returns:
         A `MultiHeadDetector`.
@@ -443,4 +455,5 @@ def build_detector(*, heads: HeadsArg, image_size: int = 512,  # pylint: disable
                              head_layers=head_layers, head_loss_weights=head_loss_weights,
                              box_loss=box_loss, head_norm=head_norm, cls_loss=cls_loss,
                              anchor_aspect_ratios=anchor_aspect_ratios,
+                             detection_towers=detection_towers,
                              freeze_backbone=freeze_backbone)

@@ -194,7 +194,7 @@ def import_head_kinds() -> None:
 
 def build_head(spec: HeadSpec, *, image_size: int, channels: int, num_layers: int,
                box_loss: str, norm: str = "batch", cls_loss: str = "focal",
-               aspect_ratios: Optional[Sequence[float]] = None) -> TaskHead:
+               aspect_ratios: Optional[Sequence[float]] = None, towers: Any = None) -> TaskHead:
     """Builds the head a spec asks for.
 
     Args:
@@ -206,6 +206,8 @@ def build_head(spec: HeadSpec, *, image_size: int, channels: int, num_layers: in
         norm: tower normalisation of detection heads (`"batch"` or `"group"`).
         cls_loss: class loss of detection heads (`"focal"` or `"varifocal"`).
         aspect_ratios: anchor aspect ratios of detection heads (None: EfficientDet's).
+        towers: the `effdet_tf.detection_towers.DetectionTowers` every detection head
+            shares (None: each builds its own).
 
     Only the shared arguments the kind lists in `shared_arguments` are passed to it.
 
@@ -221,7 +223,8 @@ def build_head(spec: HeadSpec, *, image_size: int, channels: int, num_layers: in
     """
     kind = head_class(spec.kind)
     shared = {"channels": channels, "num_layers": num_layers, "box_loss": box_loss,
-              "norm": norm, "cls_loss": cls_loss, "aspect_ratios": aspect_ratios}
+              "norm": norm, "cls_loss": cls_loss, "aspect_ratios": aspect_ratios,
+              "towers": towers}
     arguments = {"num_classes": spec.num_classes, "image_size": image_size,
                  **{k: v for k, v in shared.items() if k in kind.shared_arguments},
                  **spec.options, "name": spec.name}

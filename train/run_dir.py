@@ -233,4 +233,5 @@ def build_model(cfg: ExperimentConfig, classes: Dict[str, Dict[str, Any]], *,
         fpn_channels=cfg.model.fpn_channels, fpn_cells=cfg.model.fpn_cells,
         head_layers=cfg.model.head_layers, head_loss_weights=cfg.model.head_loss_weights,
         box_loss=cfg.model.box_loss, head_norm=cfg.model.head_norm,
-        cls_loss=cfg.model.cls_loss, anchor_aspect_ratios=cfg.model.anchor_aspect_ratios)
+        cls_loss=cfg.model.cls_loss, anchor_aspect_ratios=cfg.model.anchor_aspect_ratios,
+        detection_towers=cfg.model.detection_towers)

@@ -1,0 +1,133 @@
+"""Tests of effdet_tf.detection_towers: detection heads that share their towers."""
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import effdet_tf
+from effdet_tf.config import config_from_dict
+from effdet_tf.detection_towers import build_towers, shared_towers
+from effdet_tf.errors import ConfigError
+from tests.backbones import tiny_bn_backbone
+
+SIZE = 128
+CONFIG = {"data": {"datasets": [{"name": "a", "root": "x"}, {"name": "b", "root": "y"}]}}
+
+
+def _model(towers, **kwargs):
+    kwargs.setdefault("heads", {"a": 3, "b": 2})
+    return effdet_tf.build_detector(image_size=SIZE, backbone=tiny_bn_backbone(SIZE),
+                                    head_norm="group", detection_towers=towers, **kwargs)
+
+
+def _batch(dataset_id):
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, (len(dataset_id), SIZE, SIZE, 3)).astype(np.float32)
+    boxes = np.full((len(dataset_id), 2, 4), -1, np.float32)
+    classes = np.full((len(dataset_id), 2), -1, np.int32)
+    boxes[:, 0] = [10, 20, 60, 70]
+    classes[:, 0] = 1
+    return images, {"boxes": boxes, "classes": classes,
+                    "dataset_id": np.array(dataset_id, np.int32)}
+
+
+def _paths(variables):
+    return {v.path for v in variables}
+
+
+@pytest.fixture(name="shared", scope="module")
+def fixture_shared():
+    return _model("shared")
+
+
+def test_shared_towers_are_one_set_of_layers(shared):
+    """Both heads run the same towers and box conv, each its own class conv, and the
+    model holds the shared weights once."""
+    head_a, head_b = shared.task_heads["a"], shared.task_heads["b"]
+    assert head_a.shares_towers and head_b.shares_towers
+    for attr in ("class_convs", "box_convs", "class_bns", "box_bns"):
+        assert all(x is y for x, y in zip(getattr(head_a, attr), getattr(head_b, attr)))
+    assert head_a.box_predict is head_b.box_predict
+    assert head_a.class_predict is not head_b.class_predict
+    per_head = _model("per_head")
+    assert not per_head.task_heads["a"].shares_towers
+    # One head's towers and box conv fewer: what the second head no longer owns.
+    own = per_head.task_heads["b"]
+    tower_params = sum(int(np.prod(v.shape)) for v in own.weights
+                       if "class_predict" not in v.path)
+    assert tower_params > 0
+    assert shared.count_params() == per_head.count_params() - tower_params
+    assert len(_paths(shared.weights)) == len(shared.weights)
+    # The same box deltas from both heads, different class logits.
+    images, _ = _batch((0, 1))
+    out = shared(images)
+    np.testing.assert_array_equal(out["a"]["box_deltas"].numpy(), out["b"]["box_deltas"].numpy())
+    assert out["a"]["class_logits"].shape[-1] == 3 and out["b"]["class_logits"].shape[-1] == 2
+
+
+@pytest.mark.parametrize("towers", ["shared", "per_head"])
+def test_one_heads_batch_trains_the_shared_towers(towers):
+    """A batch of dataset A only: shared towers get gradients through head A, head B's own
+    class conv none; per head, none of head B's layers get any."""
+    model = _model(towers)
+    images, y = _batch((0, 0))
+    with tf.GradientTape() as tape:
+        loss = model.compute_loss(images, y, model(images, training=True))
+    head_b = model.task_heads["b"]
+    variables = head_b.trainable_variables
+    grads = dict(zip([v.path for v in variables], tape.gradient(loss, variables)))
+    moved = {path for path, g in grads.items() if g is not None and np.any(g.numpy())}
+    class_predict = {v.path for v in head_b.class_predict.trainable_variables}
+    assert not moved & class_predict
+    box_predict = {v.path for v in head_b.box_predict.trainable_variables}
+    if towers == "shared":
+        assert box_predict <= moved
+        assert any("class_conv" in path for path in moved)
+    else:
+        assert not moved
+
+
+def test_shared_towers_survive_save_and_load(shared, tmp_path):
+    """The `.keras` file and a weights file rebuild the sharing and give the same outputs."""
+    path = tmp_path / "shared.keras"
+    shared.save(path)
+    loaded = keras.saving.load_model(path)
+    assert loaded.detection_towers == "shared"
+    assert loaded.task_heads["a"].box_convs[0] is loaded.task_heads["b"].box_convs[0]
+    images, _ = _batch((0, 1))
+    out, out2 = shared(images), loaded(images)
+    for head in ("a", "b"):
+        for key in ("class_logits", "box_deltas"):
+            np.testing.assert_array_equal(out[head][key].numpy(), out2[head][key].numpy())
+    weights = tmp_path / "shared.weights.h5"
+    shared.save_weights(weights)
+    fresh = _model("shared")
+    fresh.load_weights(weights)
+    np.testing.assert_array_equal(fresh(images)["b"]["class_logits"].numpy(),
+                                  out["b"]["class_logits"].numpy())
+    old = loaded.get_config()
+    del old["detection_towers"]  # a model saved before the setting: towers per head
+    assert effdet_tf.MultiHeadDetector.from_config(old).detection_towers == "per_head"
+
+
+def test_errors():
+    """Unknown modes and heads whose settings differ from the shared towers' fail in one
+    line naming the head and the setting; image-level heads ignore the towers."""
+    with pytest.raises(ConfigError, match="detection_towers must be one of"):
+        _model("merged")
+    with pytest.raises(ConfigError, match="head 'b': anchors per location 15 differs"):
+        _model("shared", heads=[{"name": "a", "num_classes": 3},
+                                {"name": "b", "num_classes": 2,
+                                 "options": {"aspect_ratios": [1, 2, 0.5, 4, 0.25]}}])
+    with pytest.raises(ConfigError, match="head 'b': num_layers 2 differs"):
+        _model("shared", heads=[{"name": "a", "num_classes": 3},
+                                {"name": "b", "num_classes": 2, "options": {"num_layers": 2}}])
+    mixed = _model("shared", heads=[{"name": "a", "num_classes": 3},
+                                    {"name": "c", "num_classes": 4, "kind": "classification"}])
+    assert mixed.task_heads["a"].shares_towers
+    towers = build_towers("x", channels=8, num_layers=1, norm="group", anchors_per_location=9)
+    assert not towers.shared and shared_towers("per_head", channels=8, num_layers=1,
+                                               norm="group", aspect_ratios=None) is None
+    with pytest.raises(ConfigError, match="model.detection_towers"):
+        config_from_dict(CONFIG, ["model.detection_towers=merged"])
+    assert config_from_dict(CONFIG).model.detection_towers == "per_head"
