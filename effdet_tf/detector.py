@@ -124,9 +124,9 @@ class MultiHeadDetector(keras.Model):  # pylint: disable=abstract-method  # Kera
         >>> model.fit(images, {"boxes": b, "classes": c, "dataset_id": d})
     """
 
-    def __init__(self, *, backbone: keras.Model, heads: HeadsArg, image_size: int = 512,  # pylint: disable=too-many-arguments  # one keyword per ModelConfig setting
-                 fpn_channels: int = 64, fpn_cells: int = 3, head_layers: int = 3,
-                 head_loss_weights: Any = None, box_loss: str = "huber",
+    def __init__(self, *, backbone: keras.Model, heads: HeadsArg,  # pylint: disable=too-many-arguments  # one per setting
+                 image_size: int = 512, fpn_channels: int = 64, fpn_cells: int = 3,
+                 head_layers: int = 3, head_loss_weights: Any = None, box_loss: str = "huber",
                  head_norm: str = "batch", freeze_backbone: bool = False,
                  cls_loss: str = "focal",
                  anchor_aspect_ratios: Optional[Sequence[float]] = None,
