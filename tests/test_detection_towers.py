@@ -131,3 +131,28 @@ def test_errors():
     with pytest.raises(ConfigError, match="model.detection_towers"):
         config_from_dict(CONFIG, ["model.detection_towers=merged"])
     assert config_from_dict(CONFIG).model.detection_towers == "per_head"
+
+
+def test_shared_towers_export_and_verify(tmp_path, capsys):
+    """A run with shared towers exports to SavedModel and ONNX, and Keras, the SavedModel
+    and ONNX Runtime agree on its detections (`export.verify`)."""
+    import effdet_tf.backbones.cspdarknet53 as csp  # pylint: disable=import-outside-toplevel  # patched below
+    from export import onnx as onnx_export  # pylint: disable=import-outside-toplevel  # heavy
+    from export import saved_model as sm_export  # pylint: disable=import-outside-toplevel  # heavy
+    from export import verify as verify_cli  # pylint: disable=import-outside-toplevel  # heavy
+    from tests.backbones import tiny_backbone  # pylint: disable=import-outside-toplevel  # patched in
+    from tests.test_export import make_run  # pylint: disable=import-outside-toplevel  # one run writer
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(csp, "build_cspdarknet53", tiny_backbone)
+        run = make_run(tmp_path / "run", seed=1, overrides=["model.detection_towers=shared"])
+        saved_model, onnx_file = str(tmp_path / "sm"), str(tmp_path / "model.onnx")
+        assert sm_export.main(["--run", run, "--out", saved_model]) == 0
+        assert onnx_export.main(["--run", run, "--out", onnx_file]) == 0
+        capsys.readouterr()
+        assert verify_cli.main(["--run", run, "--onnx", onnx_file,
+                                "--saved-model", saved_model]) == 0
+    out = capsys.readouterr().out
+    assert "PASS" in out and "FAIL" not in out
+    with open(f"{run}/config.yaml", encoding="utf-8") as stream:
+        assert "detection_towers: shared" in stream.read()

@@ -31,8 +31,9 @@ CLASSES = {"fruits": {"names": ["apple", "banana", "orange"], "category_ids": [1
            "household": {"names": ["curtain", "pot"], "category_ids": [5, 7]}}
 
 
-def make_config():
-    """Config of the test runs: two datasets, image size 128, a small BiFPN."""
+def make_config(overrides=()):
+    """Config of the test runs: two datasets, image size 128, a small BiFPN; `overrides`
+    as `--set` takes them."""
     return config_from_dict({
         "name": "export_test",
         "data": {"image_size": IMAGE_SIZE,
@@ -40,7 +41,7 @@ def make_config():
                               {"name": "household", "root": "unused/household"}]},
         "model": {"fpn_channels": 16, "fpn_cells": 1, "head_layers": 1},
         "eval": {"max_detections": MAX_DETECTIONS, "score_threshold": 0.3,
-                 "iou_threshold": 0.5}})
+                 "iou_threshold": 0.5}}, list(overrides))
 
 
 def spread_outputs(model, seed: int) -> None:
@@ -67,11 +68,11 @@ def spread_outputs(model, seed: int) -> None:
                     var.assign(np.full(var.shape, bias, np.float32))
 
 
-def make_run(folder, seed: int, weights: bool = True) -> str:
+def make_run(folder, seed: int, weights: bool = True, overrides=()) -> str:
     """Writes a run folder (config, classes, `checkpoints/last.weights.h5`)."""
     from train.run_dir import build_model  # pylint: disable=import-outside-toplevel  # after the backbone patch
 
-    cfg = make_config()
+    cfg = make_config(overrides)
     os.makedirs(folder, exist_ok=True)
     with open(os.path.join(folder, "config.yaml"), "w", encoding="utf-8") as stream:
         stream.write(dump_config(cfg))
