@@ -156,3 +156,14 @@ def test_shared_towers_export_and_verify(tmp_path, capsys):
     assert "PASS" in out and "FAIL" not in out
     with open(f"{run}/config.yaml", encoding="utf-8") as stream:
         assert "detection_towers: shared" in stream.read()
+
+
+def test_fit_says_what_the_towers_do():
+    """`train.fit` prints the towers' mode for two or more detection heads, none for one."""
+    from train.fit import towers_line  # pylint: disable=import-outside-toplevel  # heavy
+
+    assert "each have their own" in towers_line(config_from_dict(CONFIG))
+    shared = towers_line(config_from_dict(CONFIG, ["model.detection_towers=shared"]))
+    assert shared.startswith("detection heads a, b share one class tower")
+    one = {"data": {"datasets": [{"name": "a", "root": "x"}]}}
+    assert towers_line(config_from_dict(one, ["model.detection_towers=shared"])) is None

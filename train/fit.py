@@ -48,6 +48,21 @@ def _head_sources(cfg: ExperimentConfig, head: Any) -> str:
     return line + (f", background: {', '.join(background)}" if background else "")
 
 
+def towers_line(cfg: ExperimentConfig) -> Optional[str]:
+    """What `model.detection_towers` does to this run's detection heads, or None with
+    fewer than two of them."""
+    names = [h.name for h in cfg.head_configs if h.kind == "detection"]
+    if len(names) < 2:
+        return None
+    if cfg.model.detection_towers == "shared":
+        return (f"detection heads {', '.join(names)} share one class tower, box tower and "
+                "box prediction, each with its own class prediction (model.detection_towers: "
+                "shared; per_head gives each head its own)")
+    return (f"detection heads {', '.join(names)} each have their own class and box towers "
+            "(model.detection_towers: per_head; shared lets them learn boxes from every "
+            "detection dataset)")
+
+
 def _optimizer(cfg: ExperimentConfig, total_steps: int, steps_per_epoch: int):
     import keras  # pylint: disable=import-outside-toplevel  # keep `--help` fast
 
@@ -302,6 +317,8 @@ def run_training(cfg: ExperimentConfig, *, overwrite: bool = False, evaluate: bo
     if cfg.data.cross_background and cfg.background_routes:
         print("each detection head learns the other detection datasets' images as background "
               "(data.cross_background; set it false if they hold each other's objects)")
+    if towers_line(cfg):
+        print(towers_line(cfg))
     if len(cfg.data.datasets) > 1:
         weights = data_lib.sampling_weights(cfg)
         print("share of the training images drawn: " + ", ".join(
