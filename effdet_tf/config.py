@@ -214,12 +214,13 @@ class ModelConfig:
     head's `options: {aspect_ratios: [...]}` overrides it for that head; measured in
     docs/results.md.
 
-    `detection_towers`: "per_head" (the default: each detection head has its own class
-    and box towers) or "shared" (one class tower, box tower and box prediction conv run
-    by every detection head, each keeping its own class prediction conv, so the boxes
-    of every head are learned from all detection datasets' images, as in one detector
-    trained on the merged datasets: `effdet_tf.detection_towers`); measured in
-    docs/results.md.
+    `detection_towers`: "shared" (the default: one class tower, box tower and box
+    prediction conv run by every detection head, each keeping its own class prediction
+    conv, so every head's boxes and tower features are learned from all detection
+    datasets' images, as in one detector trained on the merged datasets:
+    `effdet_tf.detection_towers`) or "per_head" (each detection head its own class and
+    box towers; run folders and model files made before the setting existed have it);
+    measured in docs/results.md.
     """
 
     backbone: str = "cspdarknet53"
@@ -233,7 +234,7 @@ class ModelConfig:
     head_norm: str = "group"
     head_loss_weights: Optional[Dict[str, float]] = None
     anchor_aspect_ratios: Optional[List[float]] = None
-    detection_towers: str = "per_head"
+    detection_towers: str = "shared"
 
 
 @dataclasses.dataclass

@@ -130,7 +130,7 @@ def test_errors():
                                                norm="group", aspect_ratios=None) is None
     with pytest.raises(ConfigError, match="model.detection_towers"):
         config_from_dict(CONFIG, ["model.detection_towers=merged"])
-    assert config_from_dict(CONFIG).model.detection_towers == "per_head"
+    assert config_from_dict(CONFIG).model.detection_towers == "shared"
 
 
 def test_shared_towers_export_and_verify(tmp_path, capsys):
@@ -162,8 +162,9 @@ def test_fit_says_what_the_towers_do():
     """`train.fit` prints the towers' mode for two or more detection heads, none for one."""
     from train.fit import towers_line  # pylint: disable=import-outside-toplevel  # heavy
 
-    assert "each have their own" in towers_line(config_from_dict(CONFIG))
-    shared = towers_line(config_from_dict(CONFIG, ["model.detection_towers=shared"]))
+    assert "each have their own" in towers_line(
+        config_from_dict(CONFIG, ["model.detection_towers=per_head"]))
+    shared = towers_line(config_from_dict(CONFIG))
     assert shared.startswith("detection heads a, b share one class tower")
     one = {"data": {"datasets": [{"name": "a", "root": "x"}]}}
     assert towers_line(config_from_dict(one, ["model.detection_towers=shared"])) is None

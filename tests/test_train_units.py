@@ -77,32 +77,24 @@ def test_run_dir_resume_refuse_overwrite(tmp_path):
     assert not (tmp_path / "experiment" / "log.csv").exists()
 
 
-def test_run_made_before_head_norm_loads_with_batch_norm_heads(tmp_path):
-    """A run folder whose config.yaml predates `model.head_norm` reads as BN heads."""
+@pytest.mark.parametrize("section, key, now, before", [
+    ("model", "head_norm", "group", "batch"),
+    ("data", "cross_background", True, False),
+    ("model", "detection_towers", "shared", "per_head"),
+])
+def test_run_made_before_a_setting_reads_as_trained(tmp_path, section, key, now, before):
+    """A run folder whose config.yaml predates a setting whose default changed when it
+    came reads with the value it was trained with, and resuming it with the new default
+    is refused naming the key."""
     run, _ = prepare_run_dir(_cfg(tmp_path))
     cfg_file = os.path.join(run, "config.yaml")
-    assert load_run_config(cfg_file).model.head_norm == "group"
+    assert getattr(getattr(load_run_config(cfg_file), section), key) == now
     with open(cfg_file, encoding="utf-8") as stream:
-        lines = [line for line in stream if "head_norm" not in line]
+        lines = [line for line in stream if f"{key}:" not in line]
     with open(cfg_file, "w", encoding="utf-8") as stream:
         stream.writelines(lines)
-    assert load_run_config(cfg_file).model.head_norm == "batch"
-    with pytest.raises(ConfigError, match="model.head_norm"):  # resuming it with GN heads
-        prepare_run_dir(_cfg(tmp_path))
-
-
-def test_run_made_before_cross_background_loads_without_it(tmp_path):
-    """A run folder whose config.yaml predates `data.cross_background` was trained on each
-    head's own images only, and reads so (its default is on now)."""
-    run, _ = prepare_run_dir(_cfg(tmp_path))
-    cfg_file = os.path.join(run, "config.yaml")
-    assert load_run_config(cfg_file).data.cross_background is True
-    with open(cfg_file, encoding="utf-8") as stream:
-        lines = [line for line in stream if "cross_background" not in line]
-    with open(cfg_file, "w", encoding="utf-8") as stream:
-        stream.writelines(lines)
-    assert load_run_config(cfg_file).data.cross_background is False
-    with pytest.raises(ConfigError, match="data.cross_background"):  # resuming it with it on
+    assert getattr(getattr(load_run_config(cfg_file), section), key) == before
+    with pytest.raises(ConfigError, match=f"{section}.{key}"):
         prepare_run_dir(_cfg(tmp_path))
 
 

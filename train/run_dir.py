@@ -19,7 +19,8 @@ MODEL_FILE = "model.keras"
 
 # (section, key, value before the key existed) of settings whose default changed when
 # they were added: a saved config without the key was trained with the old value.
-_LEGACY = (("model", "head_norm", "batch"), ("data", "cross_background", "false"))
+_LEGACY = (("model", "head_norm", "batch"), ("data", "cross_background", "false"),
+           ("model", "detection_towers", "per_head"))
 
 
 def _first_difference(old: Any, new: Any, path: str = "") -> str:
@@ -37,7 +38,8 @@ def load_run_config(cfg_file: str) -> ExperimentConfig:
 
     A run made before a setting existed was trained the old way, not with the default
     that came later: a file without `model.head_norm` reads as `batch`, one without
-    `data.cross_background` as `false`.
+    `data.cross_background` as `false`, one without `model.detection_towers` as
+    `per_head`.
     """
     with open(cfg_file, encoding="utf-8") as stream:
         saved = yaml.safe_load(stream) or {}
