@@ -15,7 +15,7 @@ from effdet_tf.atss import atss_match
 from effdet_tf.errors import ConfigError
 from effdet_tf.heads import (ANCHOR_ASSIGNERS, ASSIGNER, BACKGROUND_MASKS, BOX_LOSSES,
                              CLS_LOSSES, PRIOR_PROBABILITY, SHARED_POSITIVES, TaskHead, TensorLike)
-from effdet_tf.detection_towers import DetectionTowers, build_towers
+from effdet_tf.detection_towers import TowerPool, box_predict_conv, build_towers
 from effdet_tf.layers import separable_conv
 from effdet_tf.postprocess import decode_predictions
 from effdet_tf.tal import tal_match
@@ -45,15 +45,15 @@ class DetectionHead(TaskHead):  # pylint: disable=abstract-method  # add_metric 
         aspect_ratios: the anchors' width / height ratios at every location and scale;
             None: EfficientDet's `(1, 2, 0.5)`. Each ratio adds 3 anchors per location
             (`effdet_tf.anchors.check_aspect_ratios`).
-        towers: the class and box towers and box prediction conv to run
-            (`effdet_tf.detection_towers`: the detector passes the same ones to every
-            detection head with `model.detection_towers: shared`); None: the head's own.
-            Not part of `get_config`: the detector rebuilds the sharing.
+        towers: the pool of shared towers (`effdet_tf.detection_towers.TowerPool`: the
+            detector passes one to every detection head with `model.detection_towers:
+            shared`, and heads with the same settings get the same class tower, box
+            tower and box prediction conv); None: the head builds its own. Not part of
+            `get_config`: the detector rebuilds the sharing.
         **kwargs: `keras.layers.Layer` arguments.
 
     Raises:
-        ConfigError: unknown box loss, class loss or norm, bad aspect ratios, or settings
-            that differ from the shared towers'.
+        ConfigError: unknown box loss, class loss or norm, or bad aspect ratios.
 
     Example:
         >>> head = DetectionHead(num_classes=3, image_size=512, name="fruits")
@@ -69,7 +69,7 @@ class DetectionHead(TaskHead):  # pylint: disable=abstract-method  # add_metric 
                  num_layers: int = 3, box_loss: str = "huber", box_loss_weight=None,
                  norm: str = "batch", cls_loss: str = "focal",
                  aspect_ratios: Optional[Sequence[float]] = None,
-                 towers: Optional[DetectionTowers] = None, **kwargs) -> None:
+                 towers: Optional[TowerPool] = None, **kwargs) -> None:
         super().__init__(num_classes=num_classes, image_size=image_size, **kwargs)
         if box_loss not in BOX_LOSSES:
             raise ConfigError(f"box_loss must be one of {BOX_LOSSES}, got {box_loss!r}")
@@ -87,24 +87,24 @@ class DetectionHead(TaskHead):  # pylint: disable=abstract-method  # add_metric 
         self.anchors = anchor_lib.generate_anchors(image_size, aspect_ratios=self.aspect_ratios)
         self.num_levels = anchor_lib.MAX_LEVEL - anchor_lib.MIN_LEVEL + 1
         self.anchors_per_location = per_loc = anchor_lib.NUM_SCALES * len(self.aspect_ratios)
-        if towers is None:
-            towers = build_towers(self.name, channels=channels, num_layers=num_layers,
-                                  norm=norm, anchors_per_location=per_loc)
-        else:
-            towers.check_fits(self.name, channels=channels, num_layers=num_layers, norm=norm,
-                              anchors_per_location=per_loc)
-        self.shares_towers = towers.shared
+        shared = None if towers is None else towers.towers_for(
+            channels=channels, num_layers=num_layers, norm=norm, anchors_per_location=per_loc)
+        own = shared or build_towers(self.name, channels=channels, num_layers=num_layers,
+                                     norm=norm)
+        self.shares_towers = shared is not None
+        self.towers_name = own.prefix
         # The same attributes, in the same order, as before towers could be shared: saved
         # weights and optimizer states of earlier runs map onto them unchanged.
-        self.class_convs = list(towers.class_convs)
-        self.box_convs = list(towers.box_convs)
-        self.class_bns = list(towers.class_norms)
-        self.box_bns = list(towers.box_norms)
+        self.class_convs = list(own.class_convs)
+        self.box_convs = list(own.box_convs)
+        self.class_bns = list(own.class_norms)
+        self.box_bns = list(own.box_norms)
         bias = -math.log((1.0 - PRIOR_PROBABILITY) / PRIOR_PROBABILITY)
         self.class_predict = separable_conv(
             per_loc * num_classes, f"{self.name}_class_predict",
             bias_initializer=keras.initializers.Constant(bias), dtype="float32")
-        self.box_predict = towers.box_predict
+        self.box_predict = (shared.box_predict if shared is not None
+                            else box_predict_conv(self.name, per_loc))
 
     def _tower(self, x: TensorLike, convs: Sequence, bns: Sequence, level_index: int,
                training: Optional[bool]) -> TensorLike:

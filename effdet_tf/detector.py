@@ -9,7 +9,7 @@ from keras import ops
 from effdet_tf import anchors as anchor_lib
 from effdet_tf import batch_schema as schema
 from effdet_tf.bifpn import build_bifpn
-from effdet_tf.detection_towers import shared_towers
+from effdet_tf.detection_towers import tower_pool
 from effdet_tf.errors import ConfigError
 from effdet_tf.heads import (ASSIGNER, BACKGROUND_MASKS, BOX_LOSSES, CLS_LOSSES,
                              SHARED_POSITIVES, HeadSpec, build_head, import_head_kinds)
@@ -111,7 +111,8 @@ class MultiHeadDetector(keras.Model):  # pylint: disable=abstract-method  # Kera
             EfficientDet's 1, 2, 0.5); a head's `aspect_ratios` option overrides it.
         detection_towers: `"per_head"` (each detection head its own class and box
             towers) or `"shared"` (one class tower, box tower and box prediction for all
-            detection heads, each keeping its class prediction: `effdet_tf.detection_towers`).
+            detection heads with the same settings, each keeping its class prediction:
+            `effdet_tf.detection_towers`).
         freeze_backbone: backbone non-trainable, its BN in inference mode.
         **kwargs: `keras.Model` arguments (name, ...).
 
@@ -146,9 +147,7 @@ class MultiHeadDetector(keras.Model):  # pylint: disable=abstract-method  # Kera
         features = backbone(scaled)
         _check_features(features, image_size)
         pyramid = build_bifpn(list(features), channels=fpn_channels, cells=fpn_cells)
-        towers = shared_towers(detection_towers, channels=fpn_channels,
-                               num_layers=head_layers, norm=head_norm,
-                               aspect_ratios=anchor_aspect_ratios)
+        towers = tower_pool(detection_towers)
         head_layers_list = [build_head(spec, image_size=image_size, channels=fpn_channels,
                                        num_layers=head_layers, box_loss=box_loss,
                                        norm=head_norm, cls_loss=cls_loss,

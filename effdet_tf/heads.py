@@ -206,8 +206,8 @@ def build_head(spec: HeadSpec, *, image_size: int, channels: int, num_layers: in
         norm: tower normalisation of detection heads (`"batch"` or `"group"`).
         cls_loss: class loss of detection heads (`"focal"` or `"varifocal"`).
         aspect_ratios: anchor aspect ratios of detection heads (None: EfficientDet's).
-        towers: the `effdet_tf.detection_towers.DetectionTowers` every detection head
-            shares (None: each builds its own).
+        towers: the `effdet_tf.detection_towers.TowerPool` detection heads take shared
+            towers from (None: each builds its own).
 
     Only the shared arguments the kind lists in `shared_arguments` are passed to it.
 

@@ -179,10 +179,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--runs", type=int, default=15, help="timed forward passes per model")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--no-latency", action="store_true", help="skip the timing")
+    parser.add_argument("--detection-towers", choices=("per_head", "shared"),
+                        default="per_head",
+                        help="detection heads' towers (model.detection_towers; the "
+                             "detector's own default is per_head, train.fit's shared)")
     args = parser.parse_args(argv)
     from effdet_tf.detector import build_detector  # pylint: disable=import-outside-toplevel  # keeps --help fast
     heads = parse_heads(args.heads)
-    model = build_detector(heads=heads, image_size=args.image_size)
+    model = build_detector(heads=heads, image_size=args.image_size,
+                           detection_towers=args.detection_towers)
     params = parameter_table(model)
     trainable = sum(int(np.prod(v.shape)) for v in model.trainable_weights)
     macs = forward_macs(model)
@@ -190,6 +195,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"{'part':<22}{'params':>14}{'GMACs':>10}{'GFLOPs (2xMAC)':>16}")
     for part, count in params.items():
         print(f"{part:<22}{count:>14,}{macs[part] / 1e9:>10.3f}{2 * macs[part] / 1e9:>16.3f}")
+    if args.detection_towers == "shared":
+        print("(each head row counts the shared towers; the total counts them once)")
     print(f"{'trainable params':<22}{trainable:>14,}")
     print(f"{'BiFPN + heads':<22}{params['total'] - params['backbone']:>14,}"
           f"{(macs['total'] - macs['backbone']) / 1e9:>10.3f}")

@@ -6,7 +6,7 @@ import tensorflow as tf
 
 import effdet_tf
 from effdet_tf.config import config_from_dict
-from effdet_tf.detection_towers import build_towers, shared_towers
+from effdet_tf.detection_towers import TowerPool, tower_pool
 from effdet_tf.errors import ConfigError
 from tests.backbones import tiny_bn_backbone
 
@@ -58,6 +58,11 @@ def test_shared_towers_are_one_set_of_layers(shared):
     assert tower_params > 0
     assert shared.count_params() == per_head.count_params() - tower_params
     assert len(_paths(shared.weights)) == len(shared.weights)
+    # Shared weights are named for the towers, not for the head that ran them first, so
+    # a model of fewer heads (export's single-head copy) finds them by path.
+    owners = {v.path.rsplit("/", 1)[0] for v in head_b.weights}
+    assert "b/b_class_predict" in owners and "detection_box_predict" in owners
+    assert all(o == "b/b_class_predict" or o.startswith("detection_") for o in owners)
     # The same box deltas from both heads, different class logits.
     images, _ = _batch((0, 1))
     out = shared(images)
@@ -110,24 +115,29 @@ def test_shared_towers_survive_save_and_load(shared, tmp_path):
     assert effdet_tf.MultiHeadDetector.from_config(old).detection_towers == "per_head"
 
 
-def test_errors():
-    """Unknown modes and heads whose settings differ from the shared towers' fail in one
-    line naming the head and the setting; image-level heads ignore the towers."""
+def test_heads_that_differ_get_towers_of_their_own_kind():
+    """A head whose options change its towers or anchors gets shared towers of its own
+    settings; image-level heads take none; unknown modes fail in one line."""
     with pytest.raises(ConfigError, match="detection_towers must be one of"):
         _model("merged")
-    with pytest.raises(ConfigError, match="head 'b': anchors per location 15 differs"):
-        _model("shared", heads=[{"name": "a", "num_classes": 3},
-                                {"name": "b", "num_classes": 2,
-                                 "options": {"aspect_ratios": [1, 2, 0.5, 4, 0.25]}}])
-    with pytest.raises(ConfigError, match="head 'b': num_layers 2 differs"):
-        _model("shared", heads=[{"name": "a", "num_classes": 3},
-                                {"name": "b", "num_classes": 2, "options": {"num_layers": 2}}])
-    mixed = _model("shared", heads=[{"name": "a", "num_classes": 3},
-                                    {"name": "c", "num_classes": 4, "kind": "classification"}])
-    assert mixed.task_heads["a"].shares_towers
-    towers = build_towers("x", channels=8, num_layers=1, norm="group", anchors_per_location=9)
-    assert not towers.shared and shared_towers("per_head", channels=8, num_layers=1,
-                                               norm="group", aspect_ratios=None) is None
+    model = _model("shared", heads=[
+        {"name": "a", "num_classes": 3}, {"name": "b", "num_classes": 2},
+        {"name": "c", "num_classes": 2, "options": {"aspect_ratios": [1, 2, 0.5, 4, 0.25]}},
+        {"name": "d", "num_classes": 2, "options": {"num_layers": 2}},
+        {"name": "e", "num_classes": 4, "kind": "classification"}])
+    heads = model.task_heads
+    assert [heads[h].towers_name for h in "abcd"] == ["detection", "detection",
+                                                      "detection2", "detection3"]
+    assert heads["a"].box_predict is heads["b"].box_predict
+    assert heads["c"].box_predict is not heads["a"].box_predict
+    assert len(heads["d"].class_convs) == 2 and not hasattr(heads["e"], "towers_name")
+    images, _ = _batch((0, 1))
+    assert model(images)["c"]["box_deltas"].shape[1] == 3069 // 9 * 15
+    pool = TowerPool()
+    first = pool.towers_for(channels=8, num_layers=1, norm="group", anchors_per_location=9)
+    assert first is pool.towers_for(channels=8, num_layers=1, norm="group",
+                                    anchors_per_location=9)
+    assert first.class_convs[0].built and tower_pool("per_head") is None
     with pytest.raises(ConfigError, match="model.detection_towers"):
         config_from_dict(CONFIG, ["model.detection_towers=merged"])
     assert config_from_dict(CONFIG).model.detection_towers == "shared"
@@ -158,13 +168,18 @@ def test_shared_towers_export_and_verify(tmp_path, capsys):
         assert "detection_towers: shared" in stream.read()
 
 
-def test_fit_says_what_the_towers_do():
-    """`train.fit` prints the towers' mode for two or more detection heads, none for one."""
+def test_fit_says_what_the_towers_do(shared):
+    """`train.fit` prints what the towers' mode made of two or more detection heads, and
+    nothing for one."""
     from train.fit import towers_line  # pylint: disable=import-outside-toplevel  # heavy
 
-    assert "each have their own" in towers_line(
-        config_from_dict(CONFIG, ["model.detection_towers=per_head"]))
-    shared = towers_line(config_from_dict(CONFIG))
-    assert shared.startswith("detection heads a, b share one class tower")
-    one = {"data": {"datasets": [{"name": "a", "root": "x"}]}}
-    assert towers_line(config_from_dict(one, ["model.detection_towers=shared"])) is None
+    assert towers_line(shared).startswith("detection towers (class tower, box tower and box "
+                                          "prediction; each head keeps its class "
+                                          "prediction): a, b share one (")
+    assert "a, b each have their own" in towers_line(_model("per_head"))
+    mixed = _model("shared", heads=[{"name": "a", "num_classes": 3},
+                                    {"name": "b", "num_classes": 2},
+                                    {"name": "c", "num_classes": 2,
+                                     "options": {"num_layers": 2}}])
+    assert "a, b share one; c has its own (its options differ)" in towers_line(mixed)
+    assert towers_line(_model("shared", heads={"a": 3})) is None

@@ -48,19 +48,24 @@ def _head_sources(cfg: ExperimentConfig, head: Any) -> str:
     return line + (f", background: {', '.join(background)}" if background else "")
 
 
-def towers_line(cfg: ExperimentConfig) -> Optional[str]:
-    """What `model.detection_towers` does to this run's detection heads, or None with
+def towers_line(detector: Any) -> Optional[str]:
+    """What `model.detection_towers` made of the detector's detection heads, or None with
     fewer than two of them."""
-    names = [h.name for h in cfg.head_configs if h.kind == "detection"]
-    if len(names) < 2:
+    groups: Dict[str, list] = {}
+    for name, head in detector.task_heads.items():
+        if hasattr(head, "shares_towers"):  # detection heads
+            groups.setdefault(head.towers_name, []).append(name)
+    if sum(len(names) for names in groups.values()) < 2:
         return None
-    if cfg.model.detection_towers == "shared":
-        return (f"detection heads {', '.join(names)} share one class tower, box tower and "
-                "box prediction, each with its own class prediction (model.detection_towers: "
-                "shared; per_head gives each head its own)")
-    return (f"detection heads {', '.join(names)} each have their own class and box towers "
-            "(model.detection_towers: per_head; shared lets them learn boxes from every "
-            "detection dataset)")
+    if detector.detection_towers == "per_head":
+        return (f"detection heads {', '.join(n for g in groups.values() for n in g)} each have "
+                "their own class and box towers (model.detection_towers: per_head; shared "
+                "lets them learn boxes from every detection dataset)")
+    parts = [f"{', '.join(names)} share one" if len(names) > 1
+             else f"{names[0]} has its own (its options differ)" for names in groups.values()]
+    return ("detection towers (class tower, box tower and box prediction; each head keeps "
+            f"its class prediction): {'; '.join(parts)} (model.detection_towers: shared; "
+            "per_head gives each head its own)")
 
 
 def _optimizer(cfg: ExperimentConfig, total_steps: int, steps_per_epoch: int):
@@ -317,8 +322,6 @@ def run_training(cfg: ExperimentConfig, *, overwrite: bool = False, evaluate: bo
     if cfg.data.cross_background and cfg.background_routes:
         print("each detection head learns the other detection datasets' images as background "
               "(data.cross_background; set it false if they hold each other's objects)")
-    if towers_line(cfg):
-        print(towers_line(cfg))
     if len(cfg.data.datasets) > 1:
         weights = data_lib.sampling_weights(cfg)
         print("share of the training images drawn: " + ", ".join(
@@ -332,6 +335,8 @@ def run_training(cfg: ExperimentConfig, *, overwrite: bool = False, evaluate: bo
     write_classes(run, classes)
     steps = data_lib.steps_per_epoch(cfg)
     trainer, detector, augmenter, on_device = build_trainer(cfg, dist, classes, steps)
+    if towers_line(detector):
+        print(towers_line(detector))
     callbacks, ckpt, guard, speed = _callbacks(cfg, run, detector, steps, resuming,
                                                 verbose)
     # One dataset of clean training images (its sources read and probed once) serves the
