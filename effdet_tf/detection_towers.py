@@ -5,11 +5,11 @@ box: `num_layers` x separable conv -> norm per level -> swish) and two predictio
 Per head (`model.detection_towers: per_head`), each head owns all four, so a head learns
 its towers and its boxes only from the images of its own datasets. Shared
 (`model.detection_towers: shared`), every detection head runs the same class tower, the
-same box tower and the same box prediction conv (heads whose options change the towers or
-the anchors share theirs with the heads like them: `TowerPool`); only the class
-prediction conv (the head's own classes) is its own. The boxes are then learned from every detection
-dataset's images, as in one detector trained on the merged datasets, while each head
-still scores only its own classes.
+same box tower and the same box prediction conv (heads whose options change the towers
+or the anchors share theirs with the heads like them: `TowerPool`); only the class
+prediction conv (the head's own classes) is its own. The boxes are then learned from
+every detection dataset's images, as in one detector trained on the merged datasets,
+while each head still scores only its own classes.
 """
 import dataclasses
 from typing import Dict, List, Optional, Tuple
