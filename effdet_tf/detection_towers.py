@@ -31,9 +31,6 @@ class DetectionTowers:
 
     Attributes:
         channels: width of every tower layer.
-        num_layers: layers per tower.
-        norm: `"batch"` or `"group"` (`effdet_tf.layers.head_norm`), one per layer and
-            level.
         class_convs: the class tower's convs, shared across levels.
         box_convs: the box tower's convs.
         class_norms: the class tower's norms, `num_layers x levels`, layer-major.
@@ -45,8 +42,6 @@ class DetectionTowers:
     """
 
     channels: int
-    num_layers: int
-    norm: str
     class_convs: List[keras.layers.Layer]
     box_convs: List[keras.layers.Layer]
     class_norms: List[keras.layers.Layer]
@@ -93,8 +88,7 @@ def build_towers(prefix: str, *, channels: int, num_layers: int, norm: str) -> D
 
     # Class convs, box convs, then the norms: the order the weights were always drawn in.
     class_convs, box_convs = convs("class"), convs("box")
-    return DetectionTowers(channels=channels, num_layers=num_layers, norm=norm,
-                           class_convs=class_convs, box_convs=box_convs,
+    return DetectionTowers(channels=channels, class_convs=class_convs, box_convs=box_convs,
                            class_norms=norms("class"), box_norms=norms("box"), prefix=prefix)
 
 

@@ -53,7 +53,7 @@ def towers_line(detector: Any) -> Optional[str]:
     fewer than two of them."""
     groups: Dict[str, list] = {}
     for name, head in detector.task_heads.items():
-        if hasattr(head, "shares_towers"):  # detection heads
+        if hasattr(head, "towers_name"):  # detection heads
             groups.setdefault(head.towers_name, []).append(name)
     if sum(len(names) for names in groups.values()) < 2:
         return None
@@ -335,8 +335,9 @@ def run_training(cfg: ExperimentConfig, *, overwrite: bool = False, evaluate: bo
     write_classes(run, classes)
     steps = data_lib.steps_per_epoch(cfg)
     trainer, detector, augmenter, on_device = build_trainer(cfg, dist, classes, steps)
-    if towers_line(detector):
-        print(towers_line(detector))
+    towers = towers_line(detector)
+    if towers:
+        print(towers)
     callbacks, ckpt, guard, speed = _callbacks(cfg, run, detector, steps, resuming,
                                                 verbose)
     # One dataset of clean training images (its sources read and probed once) serves the
