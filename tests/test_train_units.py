@@ -214,6 +214,36 @@ def test_benchmark_tasks_table_and_chart_show_the_seeds(tmp_path, monkeypatch):
     assert np.allclose(drawn[0][1][0], 0.0424, atol=1e-3) and drawn[1][1] is None
 
 
+def test_benchmark_tasks_tabulates_the_detection_heads_it_finds(tmp_path, monkeypatch):
+    """The four-head run's detection heads get a table (no baseline row) and a panel."""
+    import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+    from train import benchmark_tasks  # pylint: disable=import-outside-toplevel
+
+    coco = {"AP": 0.25, "AP50": 0.42, "AP75": 0.22, "AR100": 0.5}
+    runs = {"clothing": [{"metrics": {"category": {
+        "accuracy": 0.7, "top2_accuracy": 0.85, "balanced_accuracy": 0.67, "macro_f1": 0.65,
+        "baseline": {"accuracy": 0.14, "top2_accuracy": 0.25, "balanced_accuracy": 0.1,
+                     "macro_f1": 0.03}}}}],
+            "all_tasks": [{"metrics": {"fruits": coco}}, {"metrics": {"fruits": dict(
+                coco, AP=0.35)}}]}
+    text = benchmark_tasks.table(runs, [])
+    assert "**tags**" not in text and "**household**" not in text
+    fruits = text.split("**fruits**")[1]
+    assert "| effdet_tf | all_tasks | 2 | 0.300 ± 0.071 | 0.420 ± 0.000 |" in fruits
+    assert "baseline" not in fruits
+    figures = []
+    real_subplots = plt.subplots
+
+    def spy(*args, **kwargs):
+        figures.append(real_subplots(*args, **kwargs))
+        return figures[-1]
+
+    monkeypatch.setattr(plt, "subplots", spy)
+    benchmark_tasks.plot(runs, str(tmp_path / "tasks.png"))
+    titles = [axis.get_title() for axis in figures[0][1].flat]
+    assert titles == ["head 'category' on its test split", "head 'fruits' on its test split"]
+
+
 def test_val_loss_is_the_heads_sum_for_every_later_callback(tmp_path):
     """HeadSumValLoss rewrites val_loss first; the checkpoint and the CSV log read the sum."""
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])

@@ -1,13 +1,15 @@
 """Adding heads, measured: `python -m train.benchmark_tasks`.
 
 Trains from random weights, on one budget (128 px, 10 epochs, batch 32, test splits),
-each image-level task alone and inside the multi-task models, and prints a table with
-the trivial baseline and the peer's figures (ultralytics YOLOv8s-cls on clothing, same
-budget, quoted from issue #15; ultralytics is not needed here):
+each task alone or with its like and inside the four-head model, and prints a table per
+head with the trivial baseline and the peer's figures (ultralytics YOLOv8s-cls on
+clothing, same budget, quoted from issue #15; ultralytics is not needed here):
 
 - `clothing`: one classification head (`category`) on clothing;
 - `ccp_tags`: one multilabel head (`tags`) on ccp_tags;
 - `two_head`: `category` + `tags` on one backbone (configs/clothing_tags.yaml);
+- `detection`: the fruits and household detection heads on one backbone
+  (configs/fruits_household.yaml), at this budget;
 - `all_tasks`: fruits and household detection + `category` + `tags`
   (configs/all_tasks.yaml).
 
@@ -47,10 +49,13 @@ DATASETS = {
                  "id_column": "uuid", "heads": ["tags"]},
 }
 RUNS = {"clothing": ("clothing",), "ccp_tags": ("ccp_tags",),
-        "two_head": ("clothing", "ccp_tags"),
+        "two_head": ("clothing", "ccp_tags"), "detection": ("fruits", "household"),
         "all_tasks": ("fruits", "household", "clothing", "ccp_tags")}
 METRICS = {"category": ("accuracy", "top2_accuracy", "balanced_accuracy", "macro_f1"),
-           "tags": ("micro_f1", "macro_f1", "mAP")}
+           "tags": ("micro_f1", "macro_f1", "mAP"),
+           # The detection heads of `all_tasks` (COCO metrics; no trivial baseline).
+           "fruits": ("AP", "AP50", "AP75", "AR100"),
+           "household": ("AP", "AP50", "AP75", "AR100")}
 # Quoted from issue #15: ultralytics 8.4.190 YOLOv8s-cls from yolov8s-cls.yaml
 # (pretrained=False, its defaults), clothing, 128 px, 10 epochs, batch 32, test split.
 PEER = {"category": {"accuracy": 0.680, "top2_accuracy": 0.844, "balanced_accuracy": 0.605,
@@ -92,7 +97,7 @@ def _rows(results: Dict[str, List[Dict[str, Any]]], head: str) -> List[str]:
         found = [s["metrics"][head] for s in summaries if head in s.get("metrics", {})]
         if not found:
             continue
-        baseline = found[0]["baseline"]
+        baseline = found[0].get("baseline")
         lines.append(f"| effdet_tf | {run} | {len(found)} | "
                      + " | ".join(mean_sd([m[k] for m in found]) for k in keys) + " |")
     if baseline:
@@ -102,7 +107,7 @@ def _rows(results: Dict[str, List[Dict[str, Any]]], head: str) -> List[str]:
 
 
 def table(results: Dict[str, List[Dict[str, Any]]], overrides: Sequence[str]) -> str:
-    """Markdown tables, one per image-level head: the peer, every run, the baseline.
+    """Markdown tables, one per head that any run has: the peer, every run, the baseline.
 
     Args:
         results: run name -> the summaries of its seeds (`summary.json` of each run).
@@ -115,9 +120,17 @@ def table(results: Dict[str, List[Dict[str, Any]]], overrides: Sequence[str]) ->
     lines = [f"Test splits, 128 px, 10 epochs (every image of a run's datasets once an "
              f"epoch), batch 32, random init; config changes: {changed}. ± is the standard "
              "deviation over seeds.", ""]
-    for head in METRICS:
+    for head in _heads(results):
         lines += [f"**{head}**", ""] + _rows(results, head) + [""]
     return "\n".join(lines)
+
+
+def _heads(results: Dict[str, List[Dict[str, Any]]]) -> List[str]:
+    """The heads of `METRICS` that some finished run has (the image-level ones if none)."""
+    found = [head for head in METRICS
+             if any(head in s.get("metrics", {}) for summaries in results.values()
+                    for s in summaries)]
+    return found or ["category", "tags"]
 
 
 def plot(results: Dict[str, List[Dict[str, Any]]], path: str) -> str:
@@ -129,8 +142,13 @@ def plot(results: Dict[str, List[Dict[str, Any]]], path: str) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(METRICS), figsize=(7 * len(METRICS), 4.8))
-    for axis, (head, keys) in zip(np.atleast_1d(axes), METRICS.items()):
+    heads = _heads(results)
+    rows = (len(heads) + 1) // 2
+    fig, axes = plt.subplots(rows, min(2, len(heads)), figsize=(14, 4.8 * rows), squeeze=False)
+    for axis in axes.flat[len(heads):]:
+        axis.set_axis_off()
+    for axis, head in zip(axes.flat, heads):
+        keys = METRICS[head]
         runs = [r for r, s in results.items() if any(head in x.get("metrics", {}) for x in s)]
         axis.set_title(f"head '{head}' on its test split")
         if not runs:
@@ -142,7 +160,7 @@ def plot(results: Dict[str, List[Dict[str, Any]]], path: str) -> str:
         baseline = None
         for i, run in enumerate(runs):
             found = [s["metrics"][head] for s in results[run] if head in s.get("metrics", {})]
-            baseline = found[0]["baseline"]
+            baseline = found[0].get("baseline")
             means, spreads = zip(*(seed_stats([m[k] for m in found]) for k in keys))
             # One seed has no spread: no error bar, and the legend says how many seeds.
             spread = None if len(found) == 1 else list(spreads)
