@@ -41,6 +41,7 @@ CLIS: Tuple[Tuple[str, str, Tuple[str, ...]], ...] = (
     ("python -m train.benchmark_tasks", "train.benchmark_tasks", ()),
     ("python -m train.prediction_grid", "train.prediction_grid", ()),
     ("python -m train.bn_check", "train.bn_check", ()),
+    ("python -m train.grad_check", "train.grad_check", ()),
     ("python -m train.throughput", "train.throughput", ()),
     ("python -m export.saved_model", "export.saved_model", ()),
     ("python -m export.onnx", "export.onnx", ()),

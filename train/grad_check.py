@@ -1,0 +1,203 @@
+"""Which head moves the shared layers? `python -m train.grad_check --run RUN`.
+
+In a multi-task model every head's loss sends a gradient into the layers the heads
+share (the backbone, the BiFPN, the detection towers), and the optimiser follows their
+sum. When one head learns nothing while the others do (its validation loss stays at the
+class prior), this command shows whether its gradient in the shared layers is a small
+share of that sum, or points against the others'. Over a few training batches of a
+run's weights (augmented as in the run's last epochs: mixing off), it prints, for each
+head:
+
+- its weighted loss (`model.head_loss_weights` included, as in training);
+- the norm of its gradient in each group of shared layers and in its own layers;
+- its share of the summed gradient in the shared layers: the projection of its
+  gradient on the sum, over the sum's squared norm (the shares add up to 1; a head
+  with 0.01 barely steers the shared layers, a negative share pulls against the sum);
+
+then the cosine between every two heads' shared gradients, and how often the summed
+gradient's norm exceeded `train.clip_norm` (clipping then scales every head's step).
+The weights are not changed. `--json` writes every figure.
+"""
+import contextlib
+import json
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
+
+import numpy as np
+
+from effdet_tf.cli import make_parser, run_cli
+from effdet_tf.errors import ConfigError
+
+WEIGHTS = ("final", "best", "last")
+
+
+def layer_group(path: str, heads: Sequence[str]) -> str:
+    """The group of a variable by its path: a head's name for its own layers, else the
+    first part of the path (`cspdarknet53`, `bifpn`, `detection_...`)."""
+    first = path.split("/")[0]
+    for head in heads:
+        if first == head or first.startswith(f"{head}_"):
+            return head
+    return first
+
+
+@contextlib.contextmanager
+def one_head_weights(detector: Any, index: int) -> Iterator[None]:
+    """Within the block, `compute_loss` is head `index`'s weighted loss alone; the others
+    weigh 0 (their positives still count in a shared loss normaliser, as in training)."""
+    # pylint: disable=protected-access  # the detector's own loss rule, one head at a time
+    saved = list(detector._loss_weight_values)
+    detector._loss_weight_values = [w if i == index else 0.0 for i, w in enumerate(saved)]
+    try:
+        yield
+    finally:
+        detector._loss_weight_values = saved
+
+
+def _batches(cfg: Any, steps: int) -> Iterator:
+    """`(images, targets)` training batches through the run's augmentation, mixing off."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel  # heavy
+    from effdet_tf.batch_schema import split_batch  # pylint: disable=import-outside-toplevel
+    from train import data as data_lib  # pylint: disable=import-outside-toplevel  # heavy
+
+    augmenter = data_lib.make_augmenter(cfg)
+    if augmenter is not None:
+        augmenter.set_mixing(False)
+    for step, batch in enumerate(data_lib.make_train_dataset(cfg, augmenter=None).take(steps)):
+        if augmenter is not None:
+            batch = augmenter(batch, tf.constant([cfg.train.seed + 202, step], tf.int32))
+        yield split_batch(batch)
+
+
+def _head_gradients(detector: Any, images: Any, targets: Dict[str, Any],
+                    variables: List[Any]) -> Dict[str, Any]:
+    """Each head's weighted loss and its gradient (numpy, zeros where it has none)."""
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel  # heavy
+
+    names = detector.head_names
+    with tf.GradientTape(persistent=True) as tape:
+        outputs = detector(images, training=True)
+        losses = []
+        for index in range(len(names)):
+            with one_head_weights(detector, index):
+                losses.append(detector.compute_loss(y=targets, y_pred=outputs))
+    result = {}
+    for name, loss in zip(names, losses):
+        grads = tape.gradient(loss, variables)
+        result[name] = (float(loss), [np.zeros(v.shape, np.float32) if g is None
+                                      else np.asarray(tf.convert_to_tensor(g), np.float32)
+                                      for v, g in zip(variables, grads)])
+    del tape
+    return result
+
+
+def _flat(arrays: List[np.ndarray], index: List[int]) -> np.ndarray:
+    return np.concatenate([arrays[i].ravel() for i in index]) if index else np.zeros(0)
+
+
+def grad_check(run: str, *, weights: str = "final", steps: int = 4,  # pylint: disable=too-many-locals  # one report
+               log: Callable[[str], None] = print) -> Dict[str, Any]:
+    """Per-head gradients of a run's weights in the shared layers and their own.
+
+    Args:
+        run: run folder written by `train.fit`.
+        weights: "final", "best" or "last".
+        steps: training batches averaged.
+        log: where each line of the report goes.
+
+    Returns:
+        `{"run", "weights", "steps", "groups", "heads": {head: {"loss", "norms": {group:
+        mean norm}, "shared_share"}}, "cosine": {"a|b": mean cosine}, "total_norm",
+        "clipped_batches", "clip_norm"}`.
+
+    Raises:
+        ConfigError: a bad `weights` or `steps`, or a folder that is not a run.
+    """
+    if weights not in WEIGHTS:
+        raise ConfigError(f"grad_check: --weights must be one of {', '.join(WEIGHTS)}, "
+                          f"got {weights!r}")
+    if steps < 1:
+        raise ConfigError(f"grad_check: --steps must be at least 1, got {steps}")
+    from train.run_dir import load_run  # pylint: disable=import-outside-toplevel  # heavy
+
+    cfg, detector, _ = load_run(run, weights=weights)
+    heads = list(detector.head_names)
+    variables = list(detector.trainable_variables)
+    groups = [layer_group(v.path, heads) for v in variables]
+    shared_groups = sorted({g for g in groups if g not in heads})
+    shared = [i for i, g in enumerate(groups) if g not in heads]
+    norms: Dict[str, Dict[str, List[float]]] = {h: {} for h in heads}
+    losses: Dict[str, List[float]] = {h: [] for h in heads}
+    shares: Dict[str, List[float]] = {h: [] for h in heads}
+    cosines: Dict[str, List[float]] = {}
+    totals: List[float] = []
+    log(f"gradients of {run} ({weights}) over {steps} training batches (mixing off):")
+    for step, (images, targets) in enumerate(_batches(cfg, steps)):
+        per_head = _head_gradients(detector, images, targets, variables)
+        flats = {h: _flat(per_head[h][1], shared) for h in heads}
+        total = sum(flats.values())
+        totals.append(float(np.linalg.norm(np.concatenate(
+            [sum(per_head[h][1][i] for h in heads).ravel() for i in range(len(variables))]))))
+        square = float(np.dot(total, total)) or 1.0
+        for head in heads:
+            losses[head].append(per_head[head][0])
+            shares[head].append(float(np.dot(flats[head], total)) / square)
+            for group in shared_groups + [head]:
+                index = [i for i, g in enumerate(groups) if g == group]
+                norms[head].setdefault(group, []).append(
+                    float(np.linalg.norm(_flat(per_head[head][1], index))))
+        for i, first in enumerate(heads):
+            for second in heads[i + 1:]:
+                a, b = flats[first], flats[second]
+                scale = float(np.linalg.norm(a) * np.linalg.norm(b))
+                if scale > 0:
+                    cosines.setdefault(f"{first}|{second}", []).append(float(np.dot(a, b)) / scale)
+        log(f"  batch {step + 1}/{steps}: summed gradient norm {totals[-1]:.3g}")
+    if not totals:
+        raise ConfigError(f"{run}: the training split gave no batch")
+    report: Dict[str, Any] = {
+        "run": run, "weights": weights, "steps": len(totals), "groups": shared_groups,
+        "heads": {h: {"loss": float(np.mean(losses[h])),
+                      "norms": {g: float(np.mean(v)) for g, v in norms[h].items()},
+                      "shared_share": float(np.mean(shares[h]))} for h in heads},
+        "cosine": {k: float(np.mean(v)) for k, v in cosines.items()},
+        "total_norm": float(np.median(totals)), "clip_norm": cfg.train.clip_norm,
+        "clipped_batches": int(sum(t > cfg.train.clip_norm for t in totals
+                                   if cfg.train.clip_norm))}
+    _log_report(report, log)
+    return report
+
+
+def _log_report(report: Dict[str, Any], log: Callable[[str], None]) -> None:
+    """The table of `grad_check`'s report."""
+    groups = report["groups"]
+    header = f"{'head':14s} {'loss':>8s} " + " ".join(f"{'|g| ' + g[:14]:>18s}" for g in groups)
+    log(header + f" {'|g| own':>10s} {'share of shared':>16s}")
+    for head, row in report["heads"].items():
+        cells = " ".join(f"{row['norms'][g]:18.3g}" for g in groups)
+        log(f"{head:14s} {row['loss']:8.4f} {cells} {row['norms'][head]:10.3g} "
+            f"{row['shared_share']:16.3f}")
+    for pair, value in report["cosine"].items():
+        log(f"cosine of the shared gradients, {pair.replace('|', ' vs ')}: {value:.3f}")
+    clip = report["clip_norm"]
+    log(f"summed gradient norm (median) {report['total_norm']:.3g}; "
+        + (f"over train.clip_norm {clip:g} in {report['clipped_batches']} of "
+           f"{report['steps']} batches" if clip else "train.clip_norm off"))
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """CLI entry point."""
+    parser = make_parser("python -m train.grad_check", description=__doc__)
+    parser.add_argument("--run", required=True, help="run folder written by train.fit")
+    parser.add_argument("--weights", default="final", choices=WEIGHTS)
+    parser.add_argument("--steps", type=int, default=4, help="training batches averaged")
+    parser.add_argument("--json", default=None, help="also write every figure to this file")
+    args = parser.parse_args(argv)
+    report = grad_check(args.run, weights=args.weights, steps=args.steps)
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as stream:
+            json.dump(report, stream, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
