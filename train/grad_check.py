@@ -13,6 +13,9 @@ head:
 - its share of the summed gradient in the shared layers: the projection of its
   gradient on the sum, over the sum's squared norm (the shares add up to 1; a head
   with 0.01 barely steers the shared layers, a negative share pulls against the sum);
+- how much the batches agree on its own layers' gradient (the mean cosine between
+  every two batches' gradients: near 0, each batch pulls its own way, as when a head
+  sits at the class prior with features that do not tell its classes apart);
 
 then the cosine between every two heads' shared gradients, and how often the summed
 gradient's norm exceeded `train.clip_norm` (clipping then scales every head's step).
@@ -30,14 +33,26 @@ from effdet_tf.errors import ConfigError
 WEIGHTS = ("final", "best", "last")
 
 
-def layer_group(path: str, heads: Sequence[str]) -> str:
-    """The group of a variable by its path: a head's name for its own layers, else the
-    first part of the path (`cspdarknet53`, `bifpn`, `detection_...`)."""
-    first = path.split("/")[0]
-    for head in heads:
-        if first == head or first.startswith(f"{head}_"):
-            return head
-    return first
+SHARED_HEAD_LAYERS = "shared head layers"
+
+
+def layer_groups(detector: Any) -> List[str]:
+    """The group of each trainable variable of a `MultiHeadDetector`, in order:
+    `backbone`, `bifpn` (the rest of the feature pyramid), a head's name for the layers
+    only that head runs, and `shared head layers` for those several heads run (the
+    shared detection towers)."""
+    backbone = {id(v) for v in detector.backbone.trainable_variables}
+    pyramid = {id(v) for v in detector.feature_pyramid.trainable_variables}
+    owners: Dict[int, List[str]] = {}
+    for name, head in detector.task_heads.items():
+        for var in head.trainable_variables:
+            owners.setdefault(id(var), []).append(name)
+    groups = []
+    for var in detector.trainable_variables:
+        heads = owners.get(id(var), [])
+        groups.append("backbone" if id(var) in backbone else "bifpn" if id(var) in pyramid
+                      else heads[0] if len(heads) == 1 else SHARED_HEAD_LAYERS)
+    return groups
 
 
 @contextlib.contextmanager
@@ -45,8 +60,8 @@ def one_head_weights(detector: Any, index: int) -> Iterator[None]:
     """Within the block, `compute_loss` is head `index`'s weighted loss alone; the others
     weigh 0 (their positives still count in a shared loss normaliser, as in training)."""
     # pylint: disable=protected-access  # the detector's own loss rule, one head at a time
-    saved = list(detector._loss_weight_values)
-    detector._loss_weight_values = [w if i == index else 0.0 for i, w in enumerate(saved)]
+    saved = detector._loss_weight_values
+    detector._loss_weight_values = tuple(w if i == index else 0.0 for i, w in enumerate(saved))
     try:
         yield
     finally:
@@ -94,6 +109,20 @@ def _flat(arrays: List[np.ndarray], index: List[int]) -> np.ndarray:
     return np.concatenate([arrays[i].ravel() for i in index]) if index else np.zeros(0)
 
 
+def _cosine(a: np.ndarray, b: np.ndarray) -> Optional[float]:
+    scale = float(np.linalg.norm(a) * np.linalg.norm(b))
+    return float(np.dot(a, b)) / scale if scale > 0 else None
+
+
+def _agreement(gradients: List[np.ndarray]) -> Optional[float]:
+    """The mean cosine between the gradients of every two batches (None for one batch):
+    near 1, the batches agree on where the layers should go; near 0, each batch pulls
+    its own way and the steps mostly cancel."""
+    values = [c for i, a in enumerate(gradients) for b in gradients[i + 1:]
+              if (c := _cosine(a, b)) is not None]
+    return float(np.mean(values)) if values else None
+
+
 def grad_check(run: str, *, weights: str = "final", steps: int = 4,  # pylint: disable=too-many-locals  # one report
                log: Callable[[str], None] = print) -> Dict[str, Any]:
     """Per-head gradients of a run's weights in the shared layers and their own.
@@ -106,8 +135,8 @@ def grad_check(run: str, *, weights: str = "final", steps: int = 4,  # pylint: d
 
     Returns:
         `{"run", "weights", "steps", "groups", "heads": {head: {"loss", "norms": {group:
-        mean norm}, "shared_share"}}, "cosine": {"a|b": mean cosine}, "total_norm",
-        "clipped_batches", "clip_norm"}`.
+        mean norm}, "shared_share", "own_agreement"}}, "cosine": {"a|b": mean cosine},
+        "total_norm", "clipped_batches", "clip_norm"}`.
 
     Raises:
         ConfigError: a bad `weights` or `steps`, or a folder that is not a run.
@@ -122,12 +151,13 @@ def grad_check(run: str, *, weights: str = "final", steps: int = 4,  # pylint: d
     cfg, detector, _ = load_run(run, weights=weights)
     heads = list(detector.head_names)
     variables = list(detector.trainable_variables)
-    groups = [layer_group(v.path, heads) for v in variables]
-    shared_groups = sorted({g for g in groups if g not in heads})
+    groups = layer_groups(detector)
+    shared_groups = [g for g in ("backbone", "bifpn", SHARED_HEAD_LAYERS) if g in groups]
     shared = [i for i, g in enumerate(groups) if g not in heads]
     norms: Dict[str, Dict[str, List[float]]] = {h: {} for h in heads}
     losses: Dict[str, List[float]] = {h: [] for h in heads}
     shares: Dict[str, List[float]] = {h: [] for h in heads}
+    own: Dict[str, List[np.ndarray]] = {h: [] for h in heads}
     cosines: Dict[str, List[float]] = {}
     totals: List[float] = []
     log(f"gradients of {run} ({weights}) over {steps} training batches (mixing off):")
@@ -141,16 +171,17 @@ def grad_check(run: str, *, weights: str = "final", steps: int = 4,  # pylint: d
         for head in heads:
             losses[head].append(per_head[head][0])
             shares[head].append(float(np.dot(flats[head], total)) / square)
+            own[head].append(_flat(per_head[head][1],
+                                   [i for i, g in enumerate(groups) if g == head]))
             for group in shared_groups + [head]:
                 index = [i for i, g in enumerate(groups) if g == group]
                 norms[head].setdefault(group, []).append(
                     float(np.linalg.norm(_flat(per_head[head][1], index))))
         for i, first in enumerate(heads):
             for second in heads[i + 1:]:
-                a, b = flats[first], flats[second]
-                scale = float(np.linalg.norm(a) * np.linalg.norm(b))
-                if scale > 0:
-                    cosines.setdefault(f"{first}|{second}", []).append(float(np.dot(a, b)) / scale)
+                value = _cosine(flats[first], flats[second])
+                if value is not None:
+                    cosines.setdefault(f"{first}|{second}", []).append(value)
         log(f"  batch {step + 1}/{steps}: summed gradient norm {totals[-1]:.3g}")
     if not totals:
         raise ConfigError(f"{run}: the training split gave no batch")
@@ -158,7 +189,8 @@ def grad_check(run: str, *, weights: str = "final", steps: int = 4,  # pylint: d
         "run": run, "weights": weights, "steps": len(totals), "groups": shared_groups,
         "heads": {h: {"loss": float(np.mean(losses[h])),
                       "norms": {g: float(np.mean(v)) for g, v in norms[h].items()},
-                      "shared_share": float(np.mean(shares[h]))} for h in heads},
+                      "shared_share": float(np.mean(shares[h])),
+                      "own_agreement": _agreement(own[h])} for h in heads},
         "cosine": {k: float(np.mean(v)) for k, v in cosines.items()},
         "total_norm": float(np.median(totals)), "clip_norm": cfg.train.clip_norm,
         "clipped_batches": int(sum(t > cfg.train.clip_norm for t in totals
@@ -170,12 +202,14 @@ def grad_check(run: str, *, weights: str = "final", steps: int = 4,  # pylint: d
 def _log_report(report: Dict[str, Any], log: Callable[[str], None]) -> None:
     """The table of `grad_check`'s report."""
     groups = report["groups"]
-    header = f"{'head':14s} {'loss':>8s} " + " ".join(f"{'|g| ' + g[:14]:>18s}" for g in groups)
-    log(header + f" {'|g| own':>10s} {'share of shared':>16s}")
+    header = f"{'head':14s} {'loss':>8s} " + " ".join(f"{'|g| ' + g:>22s}" for g in groups)
+    log(header + f" {'|g| own':>10s} {'share of shared':>16s} {'own agreement':>14s}")
     for head, row in report["heads"].items():
-        cells = " ".join(f"{row['norms'][g]:18.3g}" for g in groups)
+        cells = " ".join(f"{row['norms'][g]:22.3g}" for g in groups)
+        agreement = row["own_agreement"]
         log(f"{head:14s} {row['loss']:8.4f} {cells} {row['norms'][head]:10.3g} "
-            f"{row['shared_share']:16.3f}")
+            f"{row['shared_share']:16.3f} "
+            + (f"{agreement:14.3f}" if agreement is not None else f"{'-':>14s}"))
     for pair, value in report["cosine"].items():
         log(f"cosine of the shared gradients, {pair.replace('|', ' vs ')}: {value:.3f}")
     clip = report["clip_norm"]
