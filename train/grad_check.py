@@ -228,8 +228,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     report = grad_check(args.run, weights=args.weights, steps=args.steps)
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as stream:
-            json.dump(report, stream, indent=1)
+        from export.io import write_text_atomic  # pylint: disable=import-outside-toplevel  # only with --json
+        write_text_atomic(args.json, json.dumps(report, indent=1) + "\n")
+        print(f"wrote {args.json}")
     return 0
 
 
