@@ -154,8 +154,9 @@ def test_bn_check_reads_the_runs_own_validation_loss(finished_run, tmp_path):
 @pytest.mark.slow
 def test_grad_check_splits_the_shared_gradient_between_the_heads(finished_run):
     """train.grad_check: every head has a loss, a gradient in the shared layers and in its
-    own, the shares of the summed shared gradient add up to 1, and a head weighted 0 in
-    the loss has no gradient (one_head_weights restores the weights afterwards)."""
+    own, the shares of the summed shared gradient add up to 1, each head's own layers
+    are its class prediction conv, and one_head_weights zeroes the other heads' loss
+    weights only inside its block."""
     from train.grad_check import grad_check, layer_groups, one_head_weights  # pylint: disable=import-outside-toplevel  # heavy
     from train.run_dir import load_run  # pylint: disable=import-outside-toplevel  # heavy
 

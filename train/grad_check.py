@@ -19,10 +19,11 @@ head:
 
 then the cosine between every two heads' shared gradients, and how often the summed
 gradient's norm exceeded `train.clip_norm` (clipping then scales every head's step).
-The weights are not changed. `--json` writes every figure.
+Nothing in the run folder changes. `--json` writes every figure.
 """
 import contextlib
 import json
+import os
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
@@ -31,8 +32,6 @@ from effdet_tf.cli import make_parser, run_cli
 from effdet_tf.errors import ConfigError
 
 WEIGHTS = ("final", "best", "last")
-
-
 SHARED_HEAD_LAYERS = "shared head layers"
 
 
@@ -226,6 +225,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--steps", type=int, default=4, help="training batches averaged")
     parser.add_argument("--json", default=None, help="also write every figure to this file")
     args = parser.parse_args(argv)
+    folder = os.path.dirname(os.path.abspath(args.json)) if args.json else ""
+    if folder and not os.path.isdir(folder):
+        raise ConfigError(f"{args.json}: its folder {folder} does not exist")
     report = grad_check(args.run, weights=args.weights, steps=args.steps)
     if args.json:
         from export.io import write_text_atomic  # pylint: disable=import-outside-toplevel  # only with --json
