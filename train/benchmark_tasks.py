@@ -143,6 +143,7 @@ def plot(results: Dict[str, List[Dict[str, Any]]], path: str) -> str:
     import matplotlib.pyplot as plt
 
     heads = _heads(results)
+    colours = {run: f"C{i}" for i, run in enumerate(results)}  # one colour a run, every panel
     rows = (len(heads) + 1) // 2
     fig, axes = plt.subplots(rows, min(2, len(heads)), figsize=(14, 4.8 * rows), squeeze=False)
     for axis in axes.flat[len(heads):]:
@@ -166,6 +167,7 @@ def plot(results: Dict[str, List[Dict[str, Any]]], path: str) -> str:
             spread = None if len(found) == 1 else list(spreads)
             bars = axis.bar(np.arange(len(keys)) + (i - (len(runs) - 1) / 2) * width, means,
                             width, yerr=spread, capsize=3, error_kw={"linewidth": 1},
+                            color=colours[run],
                             label=f"{run} ({len(found)} seed{'s' if len(found) > 1 else ''})")
             # Above the peer and baseline lines, on opaque white, so a line at the bar's
             # height does not strike the figure through.
