@@ -152,7 +152,8 @@ def grad_check(run: str, *, weights: str = "final", steps: int = 4,  # pylint: d
     variables = list(detector.trainable_variables)
     groups = layer_groups(detector)
     shared_groups = [g for g in ("backbone", "bifpn", SHARED_HEAD_LAYERS) if g in groups]
-    shared = [i for i, g in enumerate(groups) if g not in heads]
+    members = {g: [i for i, x in enumerate(groups) if x == g] for g in shared_groups + heads}
+    shared = [i for g in shared_groups for i in members[g]]
     norms: Dict[str, Dict[str, List[float]]] = {h: {} for h in heads}
     losses: Dict[str, List[float]] = {h: [] for h in heads}
     shares: Dict[str, List[float]] = {h: [] for h in heads}
@@ -164,18 +165,19 @@ def grad_check(run: str, *, weights: str = "final", steps: int = 4,  # pylint: d
         per_head = _head_gradients(detector, images, targets, variables)
         flats = {h: _flat(per_head[h][1], shared) for h in heads}
         total = sum(flats.values())
-        totals.append(float(np.linalg.norm(np.concatenate(
-            [sum(per_head[h][1][i] for h in heads).ravel() for i in range(len(variables))]))))
-        square = float(np.dot(total, total)) or 1.0
         for head in heads:
             losses[head].append(per_head[head][0])
-            shares[head].append(float(np.dot(flats[head], total)) / square)
-            own[head].append(_flat(per_head[head][1],
-                                   [i for i, g in enumerate(groups) if g == head]))
+            own[head].append(_flat(per_head[head][1], members[head]))
             for group in shared_groups + [head]:
-                index = [i for i, g in enumerate(groups) if g == group]
                 norms[head].setdefault(group, []).append(
-                    float(np.linalg.norm(_flat(per_head[head][1], index))))
+                    float(np.linalg.norm(_flat(per_head[head][1], members[group]))))
+        # A head's own layers get no gradient from the others: the summed gradient is the
+        # shared sum next to every head's own part.
+        square = float(np.dot(total, total))
+        totals.append(float(np.sqrt(square + sum(float(np.dot(g[-1], g[-1]))
+                                                 for g in own.values()))))
+        for head in heads:
+            shares[head].append(float(np.dot(flats[head], total)) / (square or 1.0))
         for i, first in enumerate(heads):
             for second in heads[i + 1:]:
                 value = _cosine(flats[first], flats[second])
