@@ -264,19 +264,42 @@ class MultiHeadDetector(keras.Model):  # pylint: disable=abstract-method  # Kera
         Raises:
             ValueError: `y` lacks a key.
         """
-        head_mask = self.head_mask(y)
-        needed = sorted({key for head in self._heads for key in head.target_keys})
-        missing = [k for k in needed if k not in y]
-        if missing:
-            raise ValueError(f"compute_loss needs y with keys {', '.join(needed)} and "
-                             f"{schema.HEAD_MASK} or {schema.DATASET_ID}; missing {missing}")
         if y_pred is None:
+            self._checked_head_mask(y)  # a bad `y` fails before the forward pass
             y_pred = self(x, training=training)
+        total = ops.convert_to_tensor(0.0, "float32")
+        for value in self.head_losses(y, y_pred, sample_weight).values():
+            total = total + value
+        if self.losses:
+            # Every replica adds the same regularisation: its share is 1 / replicas.
+            replicas = (1.0 if self.cross_replica_sum is None
+                        else self.cross_replica_sum(ops.convert_to_tensor(1.0, "float32")))
+            total = total + ops.cast(ops.sum(ops.stack(self.losses)), "float32") / replicas
+        return total
+
+    def head_losses(self, y: dict, y_pred: dict, sample_weight: Any = None) -> Dict[str, Any]:
+        """Each head's weighted loss, `{name: weight_h * (sum of its loss parts)}`.
+
+        `compute_loss` is their sum (plus the layers' regularisation); a per-head gradient
+        (`python -m train.grad_check`) is the gradient of one of them. Updates the per-head
+        loss metrics as training does.
+
+        Args:
+            y: the targets, as for `compute_loss`.
+            y_pred: the model outputs.
+            sample_weight: optional `[B]` example weights, multiplied into every head's mask.
+
+        Returns:
+            float32 scalars by head name, in head order.
+
+        Raises:
+            ValueError: `y` lacks a key.
+        """
+        head_mask = self._checked_head_mask(y)
         context: dict = {"cross_replica_sum": self.cross_replica_sum,
                          ASSIGNER: self.anchor_assigner}
         replicas = (1.0 if self.cross_replica_sum is None
                     else self.cross_replica_sum(ops.convert_to_tensor(1.0, "float32")))
-        total = ops.convert_to_tensor(0.0, "float32")
         masks = [head_mask[:, index] for index in range(len(self._heads))]
         background = y.get(schema.BACKGROUND_MASK)
         backgrounds = ([ops.cast(background[:, index], "float32")
@@ -295,6 +318,7 @@ class MultiHeadDetector(keras.Model):  # pylint: disable=abstract-method  # Kera
                       if c is not None]
             if counts:
                 context[SHARED_POSITIVES] = ops.sum(ops.stack(counts))
+        result = {}
         for index, (spec, head) in enumerate(zip(self._specs, self._heads)):
             mask = masks[index]
             parts = head.compute_loss(y, y_pred[spec.name], mask, context)
@@ -309,11 +333,18 @@ class MultiHeadDetector(keras.Model):  # pylint: disable=abstract-method  # Kera
                     value * replicas, sample_weight=present)
             self._head_metrics[f"{spec.name}_loss"].update_state(
                 head_total * replicas, sample_weight=present)
-            total = total + self._loss_weight_values[index] * head_total
-        if self.losses:
-            # Every replica adds the same regularisation: its share is 1 / replicas.
-            total = total + ops.cast(ops.sum(ops.stack(self.losses)), "float32") / replicas
-        return total
+            result[spec.name] = self._loss_weight_values[index] * head_total
+        return result
+
+    def _checked_head_mask(self, y: Optional[dict]) -> Any:
+        """`head_mask(y)`, after checking that `y` has every key the heads read."""
+        head_mask = self.head_mask(y)
+        needed = sorted({key for head in self._heads for key in head.target_keys})
+        missing = [k for k in needed if k not in y]
+        if missing:
+            raise ValueError(f"compute_loss needs y with keys {', '.join(needed)} and "
+                             f"{schema.HEAD_MASK} or {schema.DATASET_ID}; missing {missing}")
+        return head_mask
 
     def head_mask(self, y: Optional[dict]) -> Any:
         """float32 `[B, H]`: which heads each example trains.

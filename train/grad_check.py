@@ -21,7 +21,6 @@ then the cosine between every two heads' shared gradients, and how often the sum
 gradient's norm exceeded `train.clip_norm` (clipping then scales every head's step).
 Nothing in the run folder changes. `--json` writes every figure.
 """
-import contextlib
 import json
 import os
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
@@ -54,19 +53,6 @@ def layer_groups(detector: Any) -> List[str]:
     return groups
 
 
-@contextlib.contextmanager
-def one_head_weights(detector: Any, index: int) -> Iterator[None]:
-    """Within the block, `compute_loss` is head `index`'s weighted loss alone; the others
-    weigh 0 (their positives still count in a shared loss normaliser, as in training)."""
-    # pylint: disable=protected-access  # the detector's own loss rule, one head at a time
-    saved = detector._loss_weight_values
-    detector._loss_weight_values = tuple(w if i == index else 0.0 for i, w in enumerate(saved))
-    try:
-        yield
-    finally:
-        detector._loss_weight_values = saved
-
-
 def _batches(cfg: Any, steps: int) -> Iterator:
     """`(images, targets)` training batches through the run's augmentation, mixing off."""
     import tensorflow as tf  # pylint: disable=import-outside-toplevel  # heavy
@@ -87,15 +73,10 @@ def _head_gradients(detector: Any, images: Any, targets: Dict[str, Any],
     """Each head's weighted loss and its gradient (numpy, zeros where it has none)."""
     import tensorflow as tf  # pylint: disable=import-outside-toplevel  # heavy
 
-    names = detector.head_names
     with tf.GradientTape(persistent=True) as tape:
-        outputs = detector(images, training=True)
-        losses = []
-        for index in range(len(names)):
-            with one_head_weights(detector, index):
-                losses.append(detector.compute_loss(y=targets, y_pred=outputs))
+        losses = detector.head_losses(targets, detector(images, training=True))
     result = {}
-    for name, loss in zip(names, losses):
+    for name, loss in losses.items():
         grads = tape.gradient(loss, variables)
         result[name] = (float(loss), [np.zeros(v.shape, np.float32) if g is None
                                       else np.asarray(tf.convert_to_tensor(g), np.float32)
