@@ -242,8 +242,8 @@ class TrainConfig:  # pylint: disable=too-many-instance-attributes  # one field 
     """Optimisation settings.
 
     The defaults suit short CPU runs and 30-epoch GPU runs alike (measured in
-    docs/results.md): AdamW (`learning_rate: null` picks 0.002 with a detection head,
-    0.0007 with image-level heads only, and EfficientDet's 0.08 * batch / 64 for SGD:
+    docs/results.md): AdamW (`learning_rate: null` picks 0.002 with detection heads only,
+    0.0007 with an image-level head, and EfficientDet's 0.08 * batch / 64 for SGD:
     `ExperimentConfig.learning_rate`), a warm-up of `warmup_epochs` but never more
     than `warmup_max_fraction` of the run (a tenth), cosine decay, and precise BN at the
     end (`bn_momentum` sets every trainable BN layer's momentum for training;
@@ -346,16 +346,17 @@ class ExperimentConfig:
     def learning_rate(self) -> float:
         """The peak learning rate: `train.learning_rate`, or the default it picks when null.
 
-        SGD: EfficientDet's 0.08 * batch / 64. AdamW: 0.002 when a detection head is
-        trained (measured on household, docs/results.md), 0.0007 when every head is
+        SGD: EfficientDet's 0.08 * batch / 64. AdamW: 0.002 when every head is a
+        detection head (measured on household, docs/results.md), 0.0007 when any head is
         image-level (classification, multilabel: measured on clothing, where 0.002 left
-        the category head at chance for its first two epochs).
+        the category head at chance for its first two epochs, and on the four-head
+        model, where 0.0007 gave every head, detection heads included, more than 0.002).
         """
         if self.train.learning_rate is not None:
             return self.train.learning_rate
         if self.train.optimizer == "sgd":
             return 0.08 * self.train.batch_size / 64
-        if any(h.kind == "detection" for h in self.head_configs):
+        if all(h.kind == "detection" for h in self.head_configs):
             return 2e-3
         return 7e-4
 

@@ -131,10 +131,13 @@ def test_fit_cli_bad_input_is_one_line_exit_2(tmp_path, content, args, message):
 
 
 def test_default_learning_rate_follows_the_heads_and_optimizer():
-    """null picks 0.002 (AdamW) with a detection head, 0.0007 with image-level heads only."""
+    """null picks 0.002 (AdamW) with detection heads only, 0.0007 with an image-level head
+    (alone or beside detection heads)."""
     tags = load_config(str(REPO_ROOT / "configs/clothing_tags.yaml"))
     assert tags.learning_rate == pytest.approx(7e-4)
     assert load_config(str(REPO_ROOT / "configs/all_tasks.yaml")).learning_rate == \
+        pytest.approx(7e-4)
+    assert load_config(str(REPO_ROOT / "configs/fruits_household.yaml")).learning_rate == \
         pytest.approx(2e-3)
     assert config_from_dict(BASE).learning_rate == pytest.approx(2e-3)
     assert config_from_dict(BASE, ["train.optimizer=sgd", "train.batch_size=32"]) \
