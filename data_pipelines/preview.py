@@ -85,7 +85,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     cfg = load_config(args.config, args.set)
     if cfg.data.sample_data:
         ensure_sample_data(cfg.data.sample_data, seed=0)
-    augmenter = YoloV4Augment(cfg.data.image_size, **cfg.augment.chain_kwargs())
+    augmenter = YoloV4Augment(cfg.data.image_size, **cfg.augmenter_kwargs())
     for path in write_previews(cfg, args.out, batches=args.batches, augmenter=augmenter):
         print(path)
     return 0

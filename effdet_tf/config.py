@@ -78,6 +78,11 @@ class DatasetConfig:  # pylint: disable=too-many-instance-attributes  # one fiel
             dataset's own boxes ignored), as one merged detector trained on both sets
             would see them. Null: none. Only for data that truly holds none of those
             objects: an unlabelled one is learned as background.
+        mix_images: whether Mosaic, CutMix and MixUp may build training images from this
+            dataset's images (always with each other: a partner comes from the same
+            dataset). False: its images train whole in every epoch (jitter, flip and HSV
+            only) while the other datasets' images mix, e.g. a classification source in a
+            model whose detection heads mix.
     """
 
     name: str = ""
@@ -94,6 +99,7 @@ class DatasetConfig:  # pylint: disable=too-many-instance-attributes  # one fiel
     weight: float = 1.0
     exclude: str = ""
     background_for: Optional[List[str]] = None
+    mix_images: bool = True
 
     def paths(self, split: str) -> Tuple[str, str]:
         """Returns `(annotation_file, image_dir)` of a split (coco)."""
@@ -377,6 +383,12 @@ class ExperimentConfig:
         if epochs >= 10 and any(h.kind == "detection" for h in self.head_configs):
             return min(10, epochs // 2)
         return min(10, epochs)
+
+    def augmenter_kwargs(self) -> Dict[str, Any]:
+        """The keyword arguments of `YoloV4Augment` but the image size: `augment`'s values
+        and, per dataset, whether its images may be mixed (`mix_images`)."""
+        return {**self.augment.chain_kwargs(),
+                "mixed_datasets": [d.mix_images for d in self.data.datasets]}
 
     @property
     def head_names(self) -> List[str]:

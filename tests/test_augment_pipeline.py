@@ -4,8 +4,9 @@ import pytest
 import tensorflow as tf
 
 from data_pipelines.augment import YoloV4Augment
-from tests.test_augment_common import (SIZE, check_boxes_on_pixels, check_no_foreign_pixels,
-                                       check_structure, make_batch, to_numpy)
+from tests.test_augment_common import (DATASET_IDS, SIZE, check_boxes_on_pixels,
+                                       check_no_foreign_pixels, check_structure, make_batch,
+                                       to_numpy)
 
 # Strong geometry and mixing; colour neutral so the pixel checks can match colours.
 NEUTRAL_COLOUR = {"mosaic": 0.7, "cutmix": 0.5, "mixup": 0.0, "hue": 0.0, "saturation": 1.0,
@@ -113,3 +114,21 @@ def test_mixing_switch_leaves_whole_images():
     assert np.any(mixed["images"] != plain["images"])
     mixing.set_mixing(True)
     np.testing.assert_array_equal(to_numpy(mixing(batch, seed))["images"], mixed["images"])
+
+
+def test_datasets_kept_whole_pass_unmixed():
+    """`mixed_datasets`: a dataset marked False leaves the chain as with mixing off,
+    while the others mix exactly as with every dataset mixed (same seed, same draws)."""
+    batch = make_batch(41)
+    seed = tf.constant([5, 9], tf.int32)
+    mix = {"mosaic": 1.0, "cutmix": 1.0, "mixup": 0.5, "hue": 0.0}
+    plain = to_numpy(YoloV4Augment(SIZE, **{**mix, "mosaic": 0.0, "cutmix": 0.0,
+                                             "mixup": 0.0})(batch, seed))
+    mixed = to_numpy(YoloV4Augment(SIZE, **mix)(batch, seed))
+    partial = to_numpy(YoloV4Augment(SIZE, **mix, mixed_datasets=(True, False, True))(
+        batch, seed))
+    whole = np.asarray(DATASET_IDS) == 1
+    for key, value in plain.items():
+        np.testing.assert_array_equal(partial[key][whole], value[whole], err_msg=key)
+    np.testing.assert_array_equal(partial["images"][~whole], mixed["images"][~whole])
+    assert np.any(partial["images"][~whole] != plain["images"][~whole])

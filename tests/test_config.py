@@ -41,6 +41,25 @@ def test_close_mosaic_default_follows_the_run_length(overrides, close):
     assert cfg.close_mosaic_epochs == close
 
 
+def test_mix_images_reaches_the_augmenter_and_the_schedule_line():
+    """`mix_images: false` keeps a dataset out of Mosaic/CutMix/MixUp, says so in the
+    line `train.fit` prints, and must be a boolean."""
+    # pylint: disable=import-outside-toplevel  # train.fit imports TensorFlow
+    from train.fit import mixing_schedule
+
+    cfg = config_from_dict(BASE, ["train.epochs=10", "data.datasets.1.mix_images=false"])
+    assert cfg.augmenter_kwargs()["mixed_datasets"] == [True, False]
+    assert mixing_schedule(cfg).endswith(
+        "; b: whole images in every epoch (mix_images: false)")
+    assert mixing_schedule(config_from_dict(BASE, ["train.epochs=10"])).startswith(
+        "Mosaic/CutMix/MixUp in epochs 1-5 of 10")
+    none = config_from_dict(BASE, ["data.datasets.0.mix_images=false",
+                                   "data.datasets.1.mix_images=false"])
+    assert mixing_schedule(none) == "off (every dataset has mix_images: false)"
+    with pytest.raises(ConfigError, match="mix_images"):
+        config_from_dict(BASE, ["data.datasets.0.mix_images=3"])
+
+
 def test_overrides_types_and_lists():
     """`--set` values are parsed as YAML, reach nested lists and are type-checked."""
     cfg = config_from_dict(BASE, ["train.epochs=3", "data.datasets.1.root=/z",

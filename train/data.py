@@ -184,7 +184,7 @@ def make_augmenter(cfg: ExperimentConfig) -> Optional[YoloV4Augment]:
     """The YOLOv4 augmenter of the config, or None when augmentation is off."""
     if not cfg.train.augment:
         return None
-    return YoloV4Augment(cfg.data.image_size, **cfg.augment.chain_kwargs())
+    return YoloV4Augment(cfg.data.image_size, **cfg.augmenter_kwargs())
 
 
 def make_train_dataset(cfg: ExperimentConfig, *,

@@ -27,17 +27,22 @@ class TrainingError(EffdetError):
 
 
 def mixing_schedule(cfg: ExperimentConfig) -> str:
-    """The epochs that mix images (Mosaic, CutMix, MixUp), in words."""
+    """The epochs that mix images (Mosaic, CutMix, MixUp), and the datasets kept whole."""
     aug = cfg.augment
     if not cfg.train.augment or max(aug.mosaic, aug.cutmix, aug.mixup) <= 0:
         return "off (augment.mosaic, cutmix and mixup are 0)"
+    whole_sources = [d.name for d in cfg.data.datasets if not d.mix_images]
+    if len(whole_sources) == len(cfg.data.datasets):
+        return "off (every dataset has mix_images: false)"
     close, epochs = cfg.close_mosaic_epochs, cfg.train.epochs
     rule = "" if aug.close_mosaic is not None else ", the default for these heads"
     if close >= epochs:
         return f"off (augment.close_mosaic {close} >= {epochs} epochs{rule})"
     whole = f", whole images in the last {close} (augment.close_mosaic{rule})" if close else ""
     span = "epoch 1" if epochs - close == 1 else f"epochs 1-{epochs - close}"
-    return f"Mosaic/CutMix/MixUp in {span} of {epochs}{whole}"
+    kept = (f"; {', '.join(whole_sources)}: whole images in every epoch (mix_images: false)"
+            if whole_sources else "")
+    return f"Mosaic/CutMix/MixUp in {span} of {epochs}{whole}{kept}"
 
 
 def _head_sources(cfg: ExperimentConfig, head: Any) -> str:

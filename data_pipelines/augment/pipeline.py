@@ -1,4 +1,6 @@
 """YoloV4Augment: the YOLOv4 augmentation chain on raw batches (tf.data or train_step)."""
+from typing import Optional, Sequence
+
 import tensorflow as tf
 
 from data_pipelines.augment import boxes as box_ops
@@ -44,6 +46,8 @@ class YoloV4Augment:
         jitter: darknet jitter (each side moved by up to ``jitter * S``).
         min_visible: least fraction of a box's area that must stay visible.
         min_box_size: least box width and height in pixels.
+        mixed_datasets: per ``dataset_id``, whether Mosaic, CutMix and MixUp may use that
+            dataset's examples; the others pass with jitter, flip and HSV only. None: all.
         jit_compile: run the chain as an XLA-compiled function (False: plain TF ops).
 
     Example:
@@ -51,11 +55,12 @@ class YoloV4Augment:
         >>> out = aug(batch, tf.constant([1, 2], tf.int32))
     """
 
+    # pylint: disable-next=too-many-arguments  # one keyword per setting of the chain
     def __init__(self, image_size: int, *, mosaic: float = 0.5, cutmix: float = 0.3,
                  mixup: float = 0.0, hue: float = 0.1, saturation: float = 1.5,
                  exposure: float = 1.5, flip: float = 0.5, jitter: float = 0.3,
                  min_visible: float = 0.25, min_box_size: float = 2.0,
-                 jit_compile: bool = True):
+                 mixed_datasets: Optional[Sequence[bool]] = None, jit_compile: bool = True):
         self.image_size = int(image_size)
         self.mosaic = float(mosaic)
         self.cutmix = float(cutmix)
@@ -67,6 +72,8 @@ class YoloV4Augment:
         self.jitter = float(jitter)
         self.min_visible = float(min_visible)
         self.min_box_size = float(min_box_size)
+        self.mixed_datasets = (None if mixed_datasets is None
+                               else [bool(mixed) for mixed in mixed_datasets])
         self.jit_compile = bool(jit_compile)
         # Scales the Mosaic, CutMix and MixUp chances; a schedule sets it to 0 for the last
         # epochs (`set_mixing`) without retracing the compiled chain.
@@ -112,6 +119,14 @@ class YoloV4Augment:
                 for key in schema.AUGMENTED_KEYS + tuple(labels.label_keys(batch))}
         return {**batch, **self._compiled(core, seed)}
 
+    def _source_mixing(self, dataset_id: tf.Tensor) -> tf.Tensor:
+        """1 for the examples whose dataset may be mixed, 0 for the others (`[B]`; a
+        scalar 1 when every dataset may)."""
+        if self.mixed_datasets is None or all(self.mixed_datasets):
+            return tf.constant(1.0)
+        table = tf.constant([1.0 if mixed else 0.0 for mixed in self.mixed_datasets])
+        return tf.gather(table, tf.cast(dataset_id, tf.int32))
+
     def augment(self, batch: dict, seed: tf.Tensor) -> dict:
         """Augments a raw batch.
 
@@ -134,7 +149,7 @@ class YoloV4Augment:
             tf.cast(batch["boxes"], tf.float32), tf.cast(batch["classes"], tf.int32),
             self.image_size, self.min_visible, self.min_box_size)
         common = {"min_visible": self.min_visible, "min_box_size": self.min_box_size}
-        mixing = tf.cast(self._mixing, tf.float32)
+        mixing = tf.cast(self._mixing, tf.float32) * self._source_mixing(batch["dataset_id"])
         if self.mosaic > 0.0 or self.jitter > 0.0 or self.flip > 0.0:
             out = random_mosaic(out, seeds[0], self.mosaic * mixing, jitter=self.jitter,
                                 flip=self.flip, **common)
