@@ -193,10 +193,6 @@ class AugmentConfig:
     min_box_size: float = 2.0
     close_mosaic: Optional[int] = None
 
-    def chain_kwargs(self) -> Dict[str, float]:
-        """The keyword arguments of `YoloV4Augment` (everything but the schedule)."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k != "close_mosaic"}
-
 
 @dataclasses.dataclass
 class ModelConfig:
@@ -386,9 +382,11 @@ class ExperimentConfig:
 
     def augmenter_kwargs(self) -> Dict[str, Any]:
         """The keyword arguments of `YoloV4Augment` but the image size: `augment`'s values
-        and, per dataset, whether its images may be mixed (`mix_images`)."""
-        return {**self.augment.chain_kwargs(),
-                "mixed_datasets": [d.mix_images for d in self.data.datasets]}
+        but the schedule (`close_mosaic`) and, per dataset, whether its images may be
+        mixed (`mix_images`)."""
+        chain = {k: v for k, v in dataclasses.asdict(self.augment).items()
+                 if k != "close_mosaic"}
+        return {**chain, "mixed_datasets": [d.mix_images for d in self.data.datasets]}
 
     @property
     def head_names(self) -> List[str]:
