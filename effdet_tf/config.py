@@ -19,6 +19,7 @@ import yaml
 from effdet_tf.config_checks import FORMAT_KINDS, check_config
 from effdet_tf.config_parse import build_dataclass, parse_overrides, set_path
 from effdet_tf.errors import ConfigError, report_once
+from effdet_tf.names import IMAGE_LEVEL_KINDS
 
 
 @dataclasses.dataclass
@@ -81,8 +82,10 @@ class DatasetConfig:  # pylint: disable=too-many-instance-attributes  # one fiel
         mix_images: whether Mosaic, CutMix and MixUp may build training images from this
             dataset's images (always with each other: a partner comes from the same
             dataset). False: its images train whole in every epoch (jitter, flip and HSV
-            only) while the other datasets' images mix, e.g. a classification source in a
-            model whose detection heads mix.
+            only) while the other datasets' images mix. Null (the default): false for a
+            dataset that trains only image-level heads in a model with a detection head
+            (those heads train on whole images, as they do alone at 10 epochs, while the
+            detection heads mix), true otherwise (`ExperimentConfig.mixed_datasets`).
     """
 
     name: str = ""
@@ -99,7 +102,7 @@ class DatasetConfig:  # pylint: disable=too-many-instance-attributes  # one fiel
     weight: float = 1.0
     exclude: str = ""
     background_for: Optional[List[str]] = None
-    mix_images: bool = True
+    mix_images: Optional[bool] = None
 
     def paths(self, split: str) -> Tuple[str, str]:
         """Returns `(annotation_file, image_dir)` of a split (coco)."""
@@ -386,7 +389,23 @@ class ExperimentConfig:
         mixed (`mix_images`)."""
         chain = {k: v for k, v in dataclasses.asdict(self.augment).items()
                  if k != "close_mosaic"}
-        return {**chain, "mixed_datasets": [d.mix_images for d in self.data.datasets]}
+        return {**chain, "mixed_datasets": self.mixed_datasets}
+
+    @property
+    def mixed_datasets(self) -> List[bool]:
+        """Per dataset, whether its images may be mixed: `mix_images`, or the rule it
+        picks when null: a dataset whose labels train only image-level heads is kept
+        whole when the model has a detection head (measured on the four-head model,
+        docs/results.md), every other dataset mixes."""
+        kinds = {h.name: h.kind for h in self.head_configs}
+        has_detection = "detection" in kinds.values()
+
+        def mixes(dataset: "DatasetConfig") -> bool:
+            if dataset.mix_images is not None:
+                return dataset.mix_images
+            own = [kinds.get(name, "detection") for name in self.dataset_heads(dataset)]
+            return not (has_detection and all(k in IMAGE_LEVEL_KINDS for k in own))
+        return [mixes(d) for d in self.data.datasets]
 
     @property
     def head_names(self) -> List[str]:

@@ -60,6 +60,26 @@ def test_mix_images_reaches_the_augmenter_and_the_schedule_line():
         config_from_dict(BASE, ["data.datasets.0.mix_images=3"])
 
 
+@pytest.mark.parametrize("overrides, mixed", [
+    ([], [True, True]),
+    (["data.datasets.1.format=image_folder"], [True, False]),
+    (["data.datasets.1.format=image_folder", "data.datasets.1.mix_images=true"], [True, True]),
+    (["data.datasets.0.format=image_folder", "data.datasets.1.format=image_folder"],
+     [True, True]),
+])
+def test_image_level_datasets_kept_whole_beside_detection_by_default(overrides, mixed):
+    """Null `mix_images`: a dataset of image-level heads only is kept whole in a model
+    with a detection head (and the schedule line says why); set, it wins; a model of
+    image-level heads only leaves mixing to `close_mosaic`."""
+    # pylint: disable=import-outside-toplevel  # train.fit imports TensorFlow
+    from train.fit import mixing_schedule
+
+    cfg = config_from_dict(BASE, ["train.epochs=30", *overrides])
+    assert cfg.mixed_datasets == mixed == cfg.augmenter_kwargs()["mixed_datasets"]
+    kept = "; b: whole images in every epoch (image-level heads only, the default)"
+    assert mixing_schedule(cfg).endswith(kept) != all(mixed)
+
+
 def test_overrides_types_and_lists():
     """`--set` values are parsed as YAML, reach nested lists and are type-checked."""
     cfg = config_from_dict(BASE, ["train.epochs=3", "data.datasets.1.root=/z",

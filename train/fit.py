@@ -11,7 +11,7 @@ import json
 import os
 import shutil
 import time
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from effdet_tf.cli import make_parser, run_cli
 from effdet_tf.config import ExperimentConfig, check_dataset_paths, dump_config, load_config
@@ -31,8 +31,13 @@ def mixing_schedule(cfg: ExperimentConfig) -> str:
     aug = cfg.augment
     if not cfg.train.augment or max(aug.mosaic, aug.cutmix, aug.mixup) <= 0:
         return "off (augment.mosaic, cutmix and mixup are 0)"
-    whole_sources = [d.name for d in cfg.data.datasets if not d.mix_images]
-    if len(whole_sources) == len(cfg.data.datasets):
+    kept_whole: Dict[str, List[str]] = {}
+    for dataset, mixes in zip(cfg.data.datasets, cfg.mixed_datasets):
+        if not mixes:
+            why = ("mix_images: false" if dataset.mix_images is False
+                   else "image-level heads only, the default")
+            kept_whole.setdefault(why, []).append(dataset.name)
+    if sum(map(len, kept_whole.values())) == len(cfg.data.datasets):
         return "off (every dataset has mix_images: false)"
     close, epochs = cfg.close_mosaic_epochs, cfg.train.epochs
     rule = "" if aug.close_mosaic is not None else ", the default for these heads"
@@ -40,8 +45,8 @@ def mixing_schedule(cfg: ExperimentConfig) -> str:
         return f"off (augment.close_mosaic {close} >= {epochs} epochs{rule})"
     whole = f", whole images in the last {close} (augment.close_mosaic{rule})" if close else ""
     span = "epoch 1" if epochs - close == 1 else f"epochs 1-{epochs - close}"
-    kept = (f"; {', '.join(whole_sources)}: whole images in every epoch (mix_images: false)"
-            if whole_sources else "")
+    kept = "".join(f"; {', '.join(names)}: whole images in every epoch ({why})"
+                   for why, names in kept_whole.items())
     return f"Mosaic/CutMix/MixUp in {span} of {epochs}{whole}{kept}"
 
 
