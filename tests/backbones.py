@@ -1,7 +1,12 @@
 """A fast stand-in for CSPDarknet53 shared by the tests that need many model builds."""
+import os
+import pathlib
+from typing import Any, Dict, Mapping, Optional, Sequence
 
-
-from typing import Any, Sequence
+# Holds the sitecustomize module that swaps the stand-in in for subprocesses.
+STAND_IN_DIR = pathlib.Path(__file__).resolve().parent / "stand_in"
+# A model file with the stand-in is a few MB; with CSPDarknet53, over 100 MB.
+STAND_IN_MAX_BYTES = 20 * 2 ** 20
 
 
 def tiny_backbone(*, input_shape: Sequence[Any] = (None, None, 3),
@@ -43,3 +48,22 @@ def tiny_bn_backbone(size: int = 128, name: str = "tiny") -> Any:
     c4 = keras.layers.Conv2D(24, 3, strides=2, padding="same", name="c4")(c3)
     c5 = keras.layers.Conv2D(32, 3, strides=2, padding="same", name="c5")(c4)
     return keras.Model(inputs, [c3, c4, c5], name=name)
+
+
+def stand_in_env(base: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
+    """Environment variables under which every new Python process builds `tiny_backbone`
+    in place of CSPDarknet53 (tests/stand_in/sitecustomize.py), for tests whose CLIs run
+    as subprocesses.
+
+    Args:
+        base: the environment to extend (None: this process's).
+
+    Returns:
+        A copy of `base` with EFFDET_TEST_STAND_IN=1 and the stand-in folder and the
+        repository root first on PYTHONPATH.
+    """
+    env = dict(os.environ if base is None else base)
+    paths = [str(STAND_IN_DIR), str(STAND_IN_DIR.parents[1])]
+    env["PYTHONPATH"] = os.pathsep.join(paths + [p for p in [env.get("PYTHONPATH")] if p])
+    env["EFFDET_TEST_STAND_IN"] = "1"
+    return env

@@ -1,13 +1,19 @@
 """notebooks/two_head_experiment.ipynb runs top to bottom on the real detection sets."""
 import pytest
 
+from tests.backbones import STAND_IN_MAX_BYTES, stand_in_env
 from tests.notebook_runner import error_outputs, execute_notebook
 
 
 @pytest.mark.slow
 @pytest.mark.real_data
-def test_two_head_experiment_runs(tmp_path, shared):
-    """Experiment on the real datasets: preview, two-head, baselines, compare, predict."""
+def test_two_head_experiment_runs(tmp_path, shared, monkeypatch):
+    """Experiment on the real datasets: preview, two-head, baselines, compare, predict.
+
+    Its CLIs build the stand-in backbone (tests/backbones.py; the quickstart notebook's
+    test keeps CSPDarknet53)."""
+    for key, value in stand_in_env().items():
+        monkeypatch.setenv(key, value)  # the kernel and its CLI subprocesses inherit it
     fruits = shared("datasets", "fruits")
     household = shared("datasets", "household")
     run_root = tmp_path / "runs"
@@ -20,3 +26,5 @@ def test_two_head_experiment_runs(tmp_path, shared):
                      "compare/comparison.md", "compare/comparison.png",
                      "compare/single_fruits_s0/summary.json", "predictions/composite_pred.jpg"):
         assert (run_root / produced).is_file(), produced
+    assert (run_root / "compare" / "single_fruits_s0" / "model.keras").stat().st_size < (
+        STAND_IN_MAX_BYTES)
