@@ -86,6 +86,10 @@ class DatasetConfig:  # pylint: disable=too-many-instance-attributes  # one fiel
             dataset that trains only image-level heads in a model with a detection head
             (those heads train on whole images, as they do alone at 10 epochs, while the
             detection heads mix), true otherwise (`ExperimentConfig.mixed_datasets`).
+        hue: the largest hue shift of this dataset's training images, a fraction of the
+            colour circle; null (the default): `augment.hue`. Colour is a property of
+            the data: keep it small where colour tells classes apart (apples from
+            oranges), larger where it does not (garments; docs/results.md).
     """
 
     name: str = ""
@@ -103,6 +107,7 @@ class DatasetConfig:  # pylint: disable=too-many-instance-attributes  # one fiel
     exclude: str = ""
     background_for: Optional[List[str]] = None
     mix_images: Optional[bool] = None
+    hue: Optional[float] = None
 
     def paths(self, split: str) -> Tuple[str, str]:
         """Returns `(annotation_file, image_dir)` of a split (coco)."""
@@ -172,7 +177,8 @@ class AugmentConfig:
     `hue`: the largest hue shift, a fraction of the colour circle. The default, 0.015
     (about 5 degrees, ultralytics' `hsv_h`), is smaller than yolov4.cfg's 0.1 (36
     degrees), which turns red into orange and orange into yellow: label noise wherever
-    colour tells classes apart (apples from oranges); measured in docs/results.md.
+    colour tells classes apart (apples from oranges); measured in docs/results.md. A
+    dataset's own `hue` overrides it for its images.
 
     `close_mosaic`: the last epochs that train without Mosaic, CutMix and MixUp, on whole
     images as they are evaluated (ultralytics' rule). Null (the default) picks it from the
@@ -386,10 +392,17 @@ class ExperimentConfig:
     def augmenter_kwargs(self) -> Dict[str, Any]:
         """The keyword arguments of `YoloV4Augment` but the image size: `augment`'s values
         but the schedule (`close_mosaic`) and, per dataset, whether its images may be
-        mixed (`mix_images`)."""
+        mixed (`mix_images`) and, if any dataset sets its own, the hue shifts (`hue`)."""
         chain = {k: v for k, v in dataclasses.asdict(self.augment).items()
                  if k != "close_mosaic"}
-        return {**chain, "mixed_datasets": self.mixed_datasets}
+        own_hue = any(d.hue is not None for d in self.data.datasets)
+        return {**chain, "mixed_datasets": self.mixed_datasets,
+                "dataset_hue": self.dataset_hues if own_hue else None}
+
+    @property
+    def dataset_hues(self) -> List[float]:
+        """Per dataset, the largest hue shift of its images: its `hue`, or `augment.hue`."""
+        return [self.augment.hue if d.hue is None else d.hue for d in self.data.datasets]
 
     @property
     def mixed_datasets(self) -> List[bool]:

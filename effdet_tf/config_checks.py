@@ -15,6 +15,12 @@ FORMAT_KINDS = {"coco": "detection", "image_folder": "classification", "table": 
 FORMATS = tuple(FORMAT_KINDS)
 
 
+def _check_hue(hue: "float | None", key: str) -> None:
+    """A hue shift range is a fraction of the colour circle, at most half of it."""
+    if hue is not None and not 0.0 <= hue <= 0.5:
+        raise ConfigError(f"{key}: {hue} is not in [0, 0.5] (a fraction of the colour circle)")
+
+
 def _check_datasets(cfg: "ExperimentConfig") -> None:
     if not cfg.data.datasets:
         raise ConfigError("data.datasets: at least one dataset is needed")
@@ -27,6 +33,7 @@ def _check_datasets(cfg: "ExperimentConfig") -> None:
             raise ConfigError(f"data.datasets[{i}].root: empty")
         if dataset.weight <= 0:
             raise ConfigError(f"data.datasets[{i}].weight: must be > 0")
+        _check_hue(dataset.hue, f"data.datasets[{i}].hue")
         if dataset.format == "table" and not dataset.table:
             raise ConfigError(f"data.datasets[{i}].table: a table dataset needs its table "
                               "file (.csv or .parquet below root)")
@@ -105,6 +112,7 @@ def check_config(cfg: "ExperimentConfig") -> None:
     _check_datasets(cfg)
     _check_heads(cfg)
     _check_background(cfg)
+    _check_hue(cfg.augment.hue, "augment.hue")
     try:
         check_image_size(cfg.data.image_size)
     except ConfigError as err:

@@ -132,3 +132,21 @@ def test_datasets_kept_whole_pass_unmixed():
         np.testing.assert_array_equal(partial[key][whole], value[whole], err_msg=key)
     np.testing.assert_array_equal(partial["images"][~whole], mixed["images"][~whole])
     assert np.any(partial["images"][~whole] != plain["images"][~whole])
+
+
+def test_dataset_hue_shifts_each_dataset_by_its_own_range():
+    """`dataset_hue`: each dataset's examples equal those of a chain with that dataset's
+    range for all (same seed, same draws), and the range matters."""
+    batch = make_batch(43)
+    seed = tf.constant([7, 3], tf.int32)
+    colour = {**NEUTRAL_COLOUR, "mosaic": 0.0, "cutmix": 0.0, "jitter": 0.0, "flip": 0.0,
+              "saturation": 1.5, "exposure": 1.5}
+    hues = (0.0, 0.3, 0.1)
+    per_dataset = to_numpy(YoloV4Augment(SIZE, **{**colour, "hue": 0.05},
+                                         dataset_hue=hues)(batch, seed))["images"]
+    ids = np.asarray(DATASET_IDS)
+    alone = [to_numpy(YoloV4Augment(SIZE, **{**colour, "hue": hue})(batch, seed))["images"]
+             for hue in hues]
+    for dataset, images in enumerate(alone):
+        np.testing.assert_array_equal(per_dataset[ids == dataset], images[ids == dataset])
+    assert np.any(per_dataset[ids == 1] != alone[0][ids == 1])

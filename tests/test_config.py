@@ -1,4 +1,5 @@
 """Tests of the YAML config system and of the CLIs' one-line errors."""
+import re
 import subprocess
 import sys
 
@@ -55,9 +56,26 @@ def test_mix_images_reaches_the_augmenter_and_the_schedule_line():
         "Mosaic/CutMix/MixUp in epochs 1-5 of 10")
     none = config_from_dict(BASE, ["data.datasets.0.mix_images=false",
                                    "data.datasets.1.mix_images=false"])
-    assert mixing_schedule(none) == "off (every dataset has mix_images: false)"
+    assert mixing_schedule(none) == "off (every dataset is kept whole: a, b: mix_images: false)"
     with pytest.raises(ConfigError, match="mix_images"):
         config_from_dict(BASE, ["data.datasets.0.mix_images=3"])
+
+
+def test_dataset_hue_overrides_augment_hue():
+    """A dataset's `hue` reaches the augmenter for its images only; unset everywhere, the
+    augmenter gets one range; out of [0, 0.5] is a one-line error naming the key."""
+    assert config_from_dict(BASE).augmenter_kwargs()["dataset_hue"] is None
+    cfg = config_from_dict(BASE, ["augment.hue=0.02", "data.datasets.1.hue=0.1"])
+    assert cfg.dataset_hues == [0.02, 0.1]
+    assert cfg.augmenter_kwargs()["dataset_hue"] == [0.02, 0.1]
+    # pylint: disable-next=import-outside-toplevel  # train.fit imports TensorFlow
+    from train.fit import hue_shifts
+    assert hue_shifts(cfg) == "a 0.02 (augment.hue), b 0.1"
+    assert hue_shifts(config_from_dict(BASE)) == ""
+    for override, key in (("data.datasets.1.hue=0.7", "data.datasets[1].hue"),
+                          ("augment.hue=-0.1", "augment.hue")):
+        with pytest.raises(ConfigError, match=rf"{re.escape(key)}: -?0.\d is not in"):
+            config_from_dict(BASE, [override])
 
 
 @pytest.mark.parametrize("overrides, mixed", [

@@ -38,7 +38,8 @@ def mixing_schedule(cfg: ExperimentConfig) -> str:
                    else "image-level heads only, the default")
             kept_whole.setdefault(why, []).append(dataset.name)
     if sum(map(len, kept_whole.values())) == len(cfg.data.datasets):
-        return "off (every dataset has mix_images: false)"
+        return "off (every dataset is kept whole: " + "; ".join(
+            f"{', '.join(names)}: {why}" for why, names in kept_whole.items()) + ")"
     close, epochs = cfg.close_mosaic_epochs, cfg.train.epochs
     rule = "" if aug.close_mosaic is not None else ", the default for these heads"
     if close >= epochs:
@@ -48,6 +49,14 @@ def mixing_schedule(cfg: ExperimentConfig) -> str:
     kept = "".join(f"; {', '.join(names)}: whole images in every epoch ({why})"
                    for why, names in kept_whole.items())
     return f"Mosaic/CutMix/MixUp in {span} of {epochs}{whole}{kept}"
+
+
+def hue_shifts(cfg: ExperimentConfig) -> str:
+    """Each dataset's largest hue shift when some dataset sets its own, else ""."""
+    if not cfg.train.augment or all(d.hue is None for d in cfg.data.datasets):
+        return ""
+    return ", ".join(f"{d.name} {hue:g}" + (" (augment.hue)" if d.hue is None else "")
+                     for d, hue in zip(cfg.data.datasets, cfg.dataset_hues))
 
 
 def _head_sources(cfg: ExperimentConfig, head: Any) -> str:
@@ -340,6 +349,8 @@ def run_training(cfg: ExperimentConfig, *, overwrite: bool = False, evaluate: bo
     print(f"learning rate: {cfg.learning_rate:g} ({cfg.train.optimizer}"
           f"{', the default for these heads' if cfg.train.learning_rate is None else ''})")
     print(f"image mixing: {mixing_schedule(cfg)}")
+    if hue_shifts(cfg):
+        print(f"largest hue shift: {hue_shifts(cfg)}")
     keras.utils.set_random_seed(cfg.train.seed)
     classes = data_lib.class_table(cfg)
     write_classes(run, classes)

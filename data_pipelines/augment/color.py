@@ -48,14 +48,15 @@ def adjust_hsv(images: tf.Tensor, hue_shift: tf.Tensor, saturation_scale: tf.Ten
     return tf.cast(tf.clip_by_value(tf.round(rgb), 0.0, 255.0), tf.uint8)
 
 
-def random_hsv(images: tf.Tensor, seed: tf.Tensor, hue: float = 0.1, saturation: float = 1.5,
-               exposure: float = 1.5) -> tf.Tensor:
+def random_hsv(images: tf.Tensor, seed: tf.Tensor, hue: float | tf.Tensor = 0.1,
+               saturation: float = 1.5, exposure: float = 1.5) -> tf.Tensor:
     """Random HSV jitter as in yolov4.cfg, one draw per example.
 
     Args:
         images: uint8 ``[B, H, W, 3]`` RGB.
         seed: int32 ``[2]``.
-        hue: hue shift uniform in ``[-hue, hue]`` (fraction of the circle).
+        hue: hue shift uniform in ``[-hue, hue]`` (fraction of the circle); a float32
+            ``[B]`` tensor gives each example its own range.
         saturation: saturation factor in ``[1/saturation, saturation]`` (darknet rand_scale).
         exposure: value factor in ``[1/exposure, exposure]``.
 
@@ -64,6 +65,7 @@ def random_hsv(images: tf.Tensor, seed: tf.Tensor, hue: float = 0.1, saturation:
     """
     count = tf.shape(images)[:1]
     seeds = rng.split_seed(seed, 3)
-    hue_shift = rng.uniform(count, seeds[0], -hue, hue) if hue else tf.zeros(count)
+    shifted = isinstance(hue, tf.Tensor) or hue
+    hue_shift = rng.uniform(count, seeds[0], -hue, hue) if shifted else tf.zeros(count)
     return adjust_hsv(images, hue_shift, rand_scale(seeds[1], count, saturation),
                       rand_scale(seeds[2], count, exposure))

@@ -48,6 +48,9 @@ class YoloV4Augment:
         min_box_size: least box width and height in pixels.
         mixed_datasets: per ``dataset_id``, whether Mosaic, CutMix and MixUp may use that
             dataset's examples; the others pass with jitter, flip and HSV only. None: all.
+        dataset_hue: per ``dataset_id``, the hue shift range of that dataset's examples
+            (colour tells some datasets' classes apart, not others'). None: ``hue`` for
+            all.
         jit_compile: run the chain as an XLA-compiled function (False: plain TF ops).
 
     Example:
@@ -60,7 +63,8 @@ class YoloV4Augment:
                  mixup: float = 0.0, hue: float = 0.1, saturation: float = 1.5,
                  exposure: float = 1.5, flip: float = 0.5, jitter: float = 0.3,
                  min_visible: float = 0.25, min_box_size: float = 2.0,
-                 mixed_datasets: Optional[Sequence[bool]] = None, jit_compile: bool = True):
+                 mixed_datasets: Optional[Sequence[bool]] = None,
+                 dataset_hue: Optional[Sequence[float]] = None, jit_compile: bool = True):
         self.image_size = int(image_size)
         self.mosaic = float(mosaic)
         self.cutmix = float(cutmix)
@@ -74,6 +78,8 @@ class YoloV4Augment:
         self.min_box_size = float(min_box_size)
         self.mixed_datasets = (None if mixed_datasets is None
                                else [bool(mixed) for mixed in mixed_datasets])
+        self.dataset_hue = (None if dataset_hue is None
+                            else [float(value) for value in dataset_hue])
         self.jit_compile = bool(jit_compile)
         # Scales the Mosaic, CutMix and MixUp chances; a schedule sets it to 0 for the last
         # epochs (`set_mixing`) without retracing the compiled chain.
@@ -127,6 +133,13 @@ class YoloV4Augment:
         table = tf.constant([1.0 if mixed else 0.0 for mixed in self.mixed_datasets])
         return tf.gather(table, tf.cast(dataset_id, tf.int32))
 
+    def _hue(self, dataset_id: tf.Tensor) -> float | tf.Tensor:
+        """The hue shift range: ``hue``, or per example its dataset's (`[B]`)."""
+        if self.dataset_hue is None:
+            return self.hue
+        return tf.gather(tf.constant(self.dataset_hue, tf.float32),
+                         tf.cast(dataset_id, tf.int32))
+
     def augment(self, batch: dict, seed: tf.Tensor) -> dict:
         """Augments a raw batch.
 
@@ -157,9 +170,10 @@ class YoloV4Augment:
             out = random_cutmix(out, seeds[1], self.cutmix * mixing, **common)
         if self.mixup > 0.0:
             out = random_mixup(out, seeds[2], self.mixup * mixing)
-        if self.hue > 0.0 or self.saturation != 1.0 or self.exposure != 1.0:
-            out["images"] = random_hsv(out["images"], seeds[3], self.hue, self.saturation,
-                                       self.exposure)
+        hues = [self.hue] if self.dataset_hue is None else self.dataset_hue
+        if max(hues) > 0.0 or self.saturation != 1.0 or self.exposure != 1.0:
+            out["images"] = random_hsv(out["images"], seeds[3], self._hue(batch["dataset_id"]),
+                                       self.saturation, self.exposure)
         for key in keys + tuple(labels.label_keys(batch)):
             out[key] = tf.ensure_shape(tf.cast(out[key], batch[key].dtype), batch[key].shape)
         return out
