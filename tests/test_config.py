@@ -72,6 +72,8 @@ def test_dataset_hue_overrides_augment_hue():
     from train.fit import hue_shifts
     assert hue_shifts(cfg) == "a 0.02 (augment.hue), b 0.1"
     assert hue_shifts(config_from_dict(BASE)) == ""
+    shipped = load_config(str(REPO_ROOT / "configs/all_tasks.yaml"))
+    assert shipped.dataset_hues == [0.015, 0.015, 0.1, 0.1]  # fruits, household: augment.hue
     for override, key in (("data.datasets.1.hue=0.7", "data.datasets[1].hue"),
                           ("augment.hue=-0.1", "augment.hue")):
         with pytest.raises(ConfigError, match=rf"{re.escape(key)}: -?0.\d is not in"):
