@@ -67,3 +67,17 @@ def stand_in_env(base: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join(paths + [p for p in [env.get("PYTHONPATH")] if p])
     env["EFFDET_TEST_STAND_IN"] = "1"
     return env
+
+
+def use_stand_in(patch: Any) -> None:
+    """Builds `tiny_backbone` in place of CSPDarknet53 in this process and, through the
+    environment (`stand_in_env`), in every process it starts.
+
+    Args:
+        patch: a `pytest.MonkeyPatch` (its undo restores both).
+    """
+    import effdet_tf.backbones.cspdarknet53 as csp  # pylint: disable=import-outside-toplevel  # heavy
+
+    patch.setattr(csp, "build_cspdarknet53", tiny_backbone)
+    for key, value in stand_in_env().items():
+        patch.setenv(key, value)

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from effdet_tf.config import dump_config
-from tests.backbones import STAND_IN_MAX_BYTES, stand_in_env, tiny_backbone
+from tests.backbones import STAND_IN_MAX_BYTES, use_stand_in
 from tests.conftest import REPO_ROOT
 from tests.tiny_run import sample_data, tiny_config
 from train.callbacks import NanGuard
@@ -26,12 +26,8 @@ from train.callbacks import NanGuard
 @pytest.fixture(name="stand_in", scope="module", autouse=True)
 def fixture_stand_in():
     """The stand-in backbone here and, through the environment, in every CLI started."""
-    import effdet_tf.backbones.cspdarknet53 as csp  # pylint: disable=import-outside-toplevel  # patched
-
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(csp, "build_cspdarknet53", tiny_backbone)
-        for key, value in stand_in_env().items():
-            patch.setenv(key, value)
+        use_stand_in(patch)
         yield
 
 

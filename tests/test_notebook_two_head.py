@@ -1,7 +1,7 @@
 """notebooks/two_head_experiment.ipynb runs top to bottom on the real detection sets."""
 import pytest
 
-from tests.backbones import STAND_IN_MAX_BYTES, stand_in_env
+from tests.backbones import STAND_IN_MAX_BYTES, use_stand_in
 from tests.notebook_runner import error_outputs, execute_notebook
 
 
@@ -12,8 +12,7 @@ def test_two_head_experiment_runs(tmp_path, shared, monkeypatch):
 
     Its CLIs build the stand-in backbone (tests/backbones.py; the quickstart notebook's
     test keeps CSPDarknet53)."""
-    for key, value in stand_in_env().items():
-        monkeypatch.setenv(key, value)  # the kernel and its CLI subprocesses inherit it
+    use_stand_in(monkeypatch)  # the kernel and its CLI subprocesses inherit the environment
     fruits = shared("datasets", "fruits")
     household = shared("datasets", "household")
     run_root = tmp_path / "runs"

@@ -12,7 +12,7 @@ from train import callbacks as cbs
 from train import throughput
 from train.fit import _callbacks  # pylint: disable=protected-access  # the list fit uses
 from train.progress import EpochProgress
-from tests.backbones import tiny_backbone
+from tests.backbones import use_stand_in
 from tests.tiny_run import sample_data, tiny_config
 
 
@@ -112,9 +112,7 @@ def test_throughput_cli_names_an_unknown_head(tmp_path, capsys):
 def test_throughput_between_epoch_rows(tmp_path_factory, tmp_path, monkeypatch):
     """`--no-train` times every piece of work between epochs, checkpoint writes included,
     and leaves no checkpoint files behind."""
-    import effdet_tf.backbones.cspdarknet53 as csp  # pylint: disable=import-outside-toplevel  # patched
-
-    monkeypatch.setattr(csp, "build_cspdarknet53", tiny_backbone)  # the rows, not their values
+    use_stand_in(monkeypatch)  # the rows, not their values
     sample = sample_data(tmp_path_factory)
     config = tmp_path / "tiny.yaml"
     config.write_text(dump_config(tiny_config(sample["root"], tmp_path / "run")),

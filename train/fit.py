@@ -349,8 +349,9 @@ def run_training(cfg: ExperimentConfig, *, overwrite: bool = False, evaluate: bo
     print(f"learning rate: {cfg.learning_rate:g} ({cfg.train.optimizer}"
           f"{', the default for these heads' if cfg.train.learning_rate is None else ''})")
     print(f"image mixing: {mixing_schedule(cfg)}")
-    if hue_shifts(cfg):
-        print(f"largest hue shift: {hue_shifts(cfg)}")
+    hues = hue_shifts(cfg)
+    if hues:
+        print(f"largest hue shift: {hues}")
     keras.utils.set_random_seed(cfg.train.seed)
     classes = data_lib.class_table(cfg)
     write_classes(run, classes)

@@ -170,8 +170,8 @@ class YoloV4Augment:
             out = random_cutmix(out, seeds[1], self.cutmix * mixing, **common)
         if self.mixup > 0.0:
             out = random_mixup(out, seeds[2], self.mixup * mixing)
-        hues = [self.hue] if self.dataset_hue is None else self.dataset_hue
-        if max(hues) > 0.0 or self.saturation != 1.0 or self.exposure != 1.0:
+        if max(self.dataset_hue or [self.hue]) > 0.0 or self.saturation != 1.0 \
+                or self.exposure != 1.0:
             out["images"] = random_hsv(out["images"], seeds[3], self._hue(batch["dataset_id"]),
                                        self.saturation, self.exposure)
         for key in keys + tuple(labels.label_keys(batch)):
